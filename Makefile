@@ -1,0 +1,89 @@
+# kwarp — see README.md. Every target installs or builds what it needs; builds that take minutes
+# (the Kubernetes components) are cached under $(KWARP_CACHE) and survive `make cluster-down`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+include test/cluster/versions.mk
+
+export PATH := /usr/local/go/bin:$(PATH)
+export KWARP_CACHE ?= $(HOME)/.cache/kwarp
+export GOFLAGS := -buildvcs=false
+CLUSTER_BIN := $(KWARP_CACHE)/k8s-$(K8S_VERSION)
+
+MODULE := github.com/kwarp-dev/kwarp
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -s -w -X $(MODULE)/version.Version=$(VERSION) -X $(MODULE)/version.Commit=$(COMMIT)
+
+# unit and integration packages: everything but the end-to-end tests, which need the cluster
+UNIT_PKGS = $(shell go list ./... | grep -v /test/e2e)
+
+.PHONY: build image deps cluster-bins cluster-up cluster-down cluster-load test test-unit e2e \
+	bench lint demo clean FORCE
+
+build: bin/kwarp bin/kwarp-agent
+
+bin/kwarp: FORCE
+	go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/kwarp
+
+# the agent runs alone in a tiny image: it must be static
+bin/kwarp-agent: FORCE
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/kwarp-agent
+	@file $@ | grep -q 'statically linked' || { echo "$@ is not statically linked" >&2; exit 1; }
+
+bin/testcluster: FORCE
+	go build -o $@ ./test/cluster/cmd/testcluster
+
+# the image reference comes from the agent binary itself, so the CLI and image always agree
+image: bin/kwarp-agent
+	ref=$$(bin/kwarp-agent -version | sed -n 's/^agent image: //p'); \
+	go run ./cmd/imagepack -o dist/kwarp-agent.tar -ref "$$ref" -entrypoint /kwarp-agent -dir /tmp:1777 bin/kwarp-agent; \
+	echo "dist/kwarp-agent.tar: $$ref"
+
+# Debian packages the cluster and the tests need (installed only when missing)
+DEB_CMDS := containerd:containerd runc:runc ip:iproute2 iptables:iptables conntrack:conntrack file:file
+deps:
+	@need=""; for p in $(DEB_CMDS); do command -v $${p%%:*} >/dev/null || need="$$need $${p##*:}"; done; \
+	[ -x /usr/lib/cni/bridge ] || need="$$need containernetworking-plugins"; \
+	if [ -n "$$need" ]; then \
+		echo "[deps] installing Debian packages:$$need"; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \
+	fi
+
+cluster-bins:
+	@K8S_VERSION=$(K8S_VERSION) ETCD_VERSION=$(ETCD_VERSION) COREDNS_VERSION=$(COREDNS_VERSION) \
+		test/cluster/scripts/build-components.sh $(CLUSTER_BIN)
+
+cluster-up: deps cluster-bins bin/testcluster
+	bin/testcluster up
+
+cluster-down: bin/testcluster
+	bin/testcluster down
+
+cluster-load: image bin/testcluster
+	bin/testcluster load dist/kwarp-agent.tar
+
+test: lint test-unit cluster-up cluster-load e2e
+
+test-unit:
+	go test -count=1 $(UNIT_PKGS)
+
+e2e:
+	go test -count=1 -timeout 40m ./test/e2e/...
+
+bench:
+	go test -run '^$$' -bench . -benchmem ./bench/...
+
+lint:
+	@out=$$(gofmt -l .); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	go vet ./...
+
+demo: cluster-up cluster-load bin/kwarp
+	test/demo.sh
+
+clean:
+	rm -rf bin dist
+
+FORCE:

@@ -1,0 +1,37 @@
+package kwarp_test
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestForbiddenDependencies keeps small what must stay small: the agent ships alone in an image
+// and must not grow the CLI's Kubernetes client; the layer runs inside the user's process tree
+// and must not either.
+func TestForbiddenDependencies(t *testing.T) {
+	tests := []struct {
+		pkg       string
+		forbidden []string
+	}{
+		{"./cmd/kwarp-agent", []string{"k8s.io/client-go", "github.com/spf13/cobra", "github.com/kwarp-dev/kwarp/cli"}},
+		{"./agent/...", []string{"k8s.io/client-go", "github.com/spf13/cobra"}},
+		{"./layer/...", []string{"k8s.io/client-go", "google.golang.org/grpc"}},
+		{"./sdk/...", []string{"github.com/kwarp-dev/kwarp/core", "k8s.io/client-go"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pkg, func(t *testing.T) {
+			out, err := exec.Command("go", "list", "-deps", tt.pkg).CombinedOutput()
+			if err != nil {
+				t.Fatalf("go list -deps %s: %v\n%s", tt.pkg, err, out)
+			}
+			for _, dep := range strings.Fields(string(out)) {
+				for _, f := range tt.forbidden {
+					if dep == f || strings.HasPrefix(dep, f+"/") {
+						t.Errorf("%s depends on %s", tt.pkg, dep)
+					}
+				}
+			}
+		})
+	}
+}

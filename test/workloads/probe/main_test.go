@@ -1,0 +1,422 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/dns/dnsmessage"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name        string
+		args        []string
+		wantCmd     string
+		wantPos     []string
+		wantTimeout time.Duration
+		wantHeaders []string
+		wantErr     bool
+	}{
+		{name: "no subcommand", args: nil, wantErr: true},
+		{name: "unknown subcommand", args: []string{"ping"}, wantErr: true},
+		{name: "help", args: []string{"-h"}, wantErr: true},
+		{name: "dns", args: []string{"dns", "echo"}, wantCmd: "dns", wantPos: []string{"echo"}, wantTimeout: 5 * time.Second},
+		{name: "dns missing name", args: []string{"dns"}, wantErr: true},
+		{name: "dns extra arg", args: []string{"dns", "a", "b"}, wantErr: true},
+		{name: "udp default timeout is 3s", args: []string{"udp", "h:1", "m"}, wantCmd: "udp", wantPos: []string{"h:1", "m"}, wantTimeout: 3 * time.Second},
+		{name: "timeout before args", args: []string{"tcp", "-timeout", "2s", "h:1", "m"}, wantCmd: "tcp", wantPos: []string{"h:1", "m"}, wantTimeout: 2 * time.Second},
+		{name: "flags after args", args: []string{"http", "http://x/", "-H", "A: 1", "-H", "B: 2", "-timeout=1s"},
+			wantCmd: "http", wantPos: []string{"http://x/"}, wantTimeout: time.Second, wantHeaders: []string{"A: 1", "B: 2"}},
+		{name: "dash dash keeps dash message", args: []string{"tcp", "h:1", "--", "-timeout"}, wantCmd: "tcp", wantPos: []string{"h:1", "-timeout"}, wantTimeout: 5 * time.Second},
+		{name: "bad header", args: []string{"http", "-H", "nocolon", "http://x/"}, wantErr: true},
+		{name: "bad duration", args: []string{"tcp", "-timeout", "soon", "h:1", "m"}, wantErr: true},
+		{name: "negative timeout", args: []string{"tcp", "-timeout", "-1s", "h:1", "m"}, wantErr: true},
+		{name: "flag of another subcommand", args: []string{"tcp", "-H", "A: 1", "h:1", "m"}, wantErr: true},
+		{name: "sleep forever by default", args: []string{"sleep"}, wantCmd: "sleep", wantTimeout: 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd, o, pos, err := parse(tt.args, io.Discard)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if tt.wantErr {
+				if code := run(context.Background(), tt.args, io.Discard, io.Discard); code != exitUsage {
+					t.Errorf("run exit = %d, want %d", code, exitUsage)
+				}
+				return
+			}
+			if cmd.name != tt.wantCmd || !slices.Equal(pos, tt.wantPos) || o.timeout != tt.wantTimeout ||
+				!slices.Equal([]string(o.headers), tt.wantHeaders) {
+				t.Errorf("got cmd=%s pos=%q timeout=%s headers=%q", cmd.name, pos, o.timeout, o.headers)
+			}
+		})
+	}
+}
+
+// runProbe runs probe as main would and returns exit status, stdout and stderr.
+func runProbe(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+// tcpServer serves each connection with fn on 127.0.0.1.
+func tcpServer(t *testing.T, fn func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				fn(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func echoWithBanner(banner string) func(net.Conn) {
+	return func(c net.Conn) {
+		if banner != "" {
+			io.WriteString(c, banner+"\n")
+		}
+		io.Copy(c, c)
+	}
+}
+
+func TestTCP(t *testing.T) {
+	tests := []struct {
+		name       string
+		server     func(net.Conn)
+		msg        string
+		timeout    string
+		wantCode   int
+		wantOut    string
+		wantErrSub string
+	}{
+		{name: "pure echo", server: echoWithBanner(""), msg: "hello", wantOut: "hello\n"},
+		{name: "banner then echo", server: echoWithBanner("echo-abc"), msg: "hello", wantOut: "echo-abc\nhello\n"},
+		// A banner equal to the message cannot be told from the echo; pinned so a change is deliberate.
+		{name: "banner equal to message ends the read", server: echoWithBanner("same"), msg: "same", wantOut: "same\n"},
+		{name: "echo after other lines", server: func(c net.Conn) {
+			l, _ := bufio.NewReader(c).ReadString('\n')
+			io.WriteString(c, "one\n")
+			time.Sleep(20 * time.Millisecond)
+			io.WriteString(c, "two\n"+l+"after\n")
+		}, msg: "hello", wantOut: "one\ntwo\nhello\n"},
+		{name: "server closes without echo", server: func(c net.Conn) { io.WriteString(c, "bye\n") },
+			msg: "hello", wantCode: 1, wantOut: "bye\n", wantErrSub: "closed the connection"},
+		{name: "server never answers", server: func(c net.Conn) { io.WriteString(c, "partial"); time.Sleep(3 * time.Second) },
+			msg: "hello", timeout: "300ms", wantCode: 1, wantOut: "partial", wantErrSub: "within 300ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := tcpServer(t, tt.server)
+			args := []string{"tcp", addr, tt.msg}
+			if tt.timeout != "" {
+				args = append(args, "-timeout", tt.timeout)
+			}
+			start := time.Now()
+			code, out, errs := runProbe(t, args...)
+			if code != tt.wantCode || out != tt.wantOut || !strings.Contains(errs, tt.wantErrSub) {
+				t.Errorf("exit=%d out=%q err=%q; want exit=%d out=%q err containing %q",
+					code, out, errs, tt.wantCode, tt.wantOut, tt.wantErrSub)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("took %s", d)
+			}
+		})
+	}
+	t.Run("connection refused", func(t *testing.T) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr := ln.Addr().String()
+		ln.Close()
+		if code, _, errs := runProbe(t, "tcp", addr, "x"); code != 1 || !strings.Contains(errs, "refused") {
+			t.Errorf("exit=%d err=%q", code, errs)
+		}
+	})
+}
+
+func TestUDP(t *testing.T) {
+	tests := []struct {
+		name       string
+		reply      func(msg []byte) []byte // nil: never reply
+		args       []string
+		wantCode   int
+		wantOut    string
+		wantErrSub string
+	}{
+		{name: "echo", reply: func(m []byte) []byte { return m }, args: []string{"ping"}, wantOut: "ping\n"},
+		{name: "banner prefix", reply: func(m []byte) []byte { return append([]byte("pod-1 "), m...) }, args: []string{"ping"}, wantOut: "pod-1 ping\n"},
+		{name: "reply with newline kept as is", reply: func(m []byte) []byte { return []byte("x\n") }, args: []string{"ping"}, wantOut: "x\n"},
+		{name: "no reply times out", args: []string{"-timeout", "200ms", "ping"}, wantCode: 1, wantErrSub: "no reply"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pc.Close()
+			got := make(chan string, 1)
+			go func() {
+				buf := make([]byte, 65535)
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				got <- string(buf[:n])
+				if tt.reply != nil {
+					pc.WriteTo(tt.reply(buf[:n]), from)
+				}
+			}()
+			args := append([]string{"udp", pc.LocalAddr().String()}, tt.args...)
+			start := time.Now()
+			code, out, errs := runProbe(t, args...)
+			if code != tt.wantCode || out != tt.wantOut || !strings.Contains(errs, tt.wantErrSub) {
+				t.Errorf("exit=%d out=%q err=%q; want exit=%d out=%q err containing %q",
+					code, out, errs, tt.wantCode, tt.wantOut, tt.wantErrSub)
+			}
+			select {
+			case m := <-got:
+				if m != "ping" {
+					t.Errorf("server got datagram %q, want exactly %q", m, "ping")
+				}
+			case <-time.After(time.Second):
+				t.Error("server got no datagram")
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("took %s", d)
+			}
+		})
+	}
+}
+
+func TestHTTP(t *testing.T) {
+	type seen struct {
+		method, host, body, proto string
+		header                    http.Header
+	}
+	seenc := make(chan seen, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		seenc <- seen{r.Method, r.Host, string(b), r.Proto, r.Header}
+		if r.URL.Path == "/missing" {
+			http.Error(w, "nope", http.StatusNotFound)
+			return
+		}
+		fmt.Fprintf(w, "body of %s", r.URL.Path)
+	})
+	ts := httptest.NewUnstartedServer(h)
+	ts.Config.Protocols = new(http.Protocols)
+	ts.Config.Protocols.SetHTTP1(true)
+	ts.Config.Protocols.SetUnencryptedHTTP2(true)
+	ts.Start()
+	defer ts.Close()
+
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantOut    string
+		wantErrSub string
+		check      func(t *testing.T, s seen)
+	}{
+		{name: "get", args: []string{ts.URL + "/a"}, wantOut: "body of /a", check: func(t *testing.T, s seen) {
+			if s.method != "GET" || s.proto != "HTTP/1.1" {
+				t.Errorf("method=%s proto=%s", s.method, s.proto)
+			}
+		}},
+		{name: "headers method and host", args: []string{"-X", "PUT", "-H", "X-One: 1", "-H", "X-One: 2", "-H", "Host: svc.example", ts.URL + "/b"},
+			wantOut: "body of /b", check: func(t *testing.T, s seen) {
+				if s.method != "PUT" || s.host != "svc.example" || !slices.Equal(s.header["X-One"], []string{"1", "2"}) {
+					t.Errorf("got %+v", s)
+				}
+			}},
+		{name: "data implies post", args: []string{"-d", "payload", ts.URL + "/c"}, wantOut: "body of /c", check: func(t *testing.T, s seen) {
+			if s.method != "POST" || s.body != "payload" {
+				t.Errorf("method=%s body=%q", s.method, s.body)
+			}
+		}},
+		{name: "h2c", args: []string{"-h2c", ts.URL + "/d"}, wantOut: "body of /d", check: func(t *testing.T, s seen) {
+			if s.proto != "HTTP/2.0" {
+				t.Errorf("proto=%s", s.proto)
+			}
+		}},
+		{name: "non-2xx fails but prints body", args: []string{ts.URL + "/missing"}, wantCode: 1, wantOut: "nope\n", wantErrSub: "404"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runProbe(t, append([]string{"http"}, tt.args...)...)
+			if code != tt.wantCode || out != tt.wantOut || !strings.Contains(errs, tt.wantErrSub) {
+				t.Errorf("exit=%d out=%q err=%q; want exit=%d out=%q err containing %q",
+					code, out, errs, tt.wantCode, tt.wantOut, tt.wantErrSub)
+			}
+			s := <-seenc
+			if tt.check != nil {
+				tt.check(t, s)
+			}
+		})
+	}
+	t.Run("unreachable", func(t *testing.T) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr := ln.Addr().String()
+		ln.Close()
+		if code, _, errs := runProbe(t, "http", "http://"+addr+"/"); code != 1 || errs == "" {
+			t.Errorf("exit=%d err=%q", code, errs)
+		}
+	})
+}
+
+// dnsServer answers A queries for the names in records and NXDOMAIN for anything else, over UDP
+// on 127.0.0.1, so the dns subcommand can be tested without depending on the host's resolver.
+func dnsServer(t *testing.T, records map[string][4]byte) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			var p dnsmessage.Parser
+			hdr, err := p.Start(buf[:n])
+			if err != nil {
+				continue
+			}
+			q, err := p.Question()
+			if err != nil {
+				continue
+			}
+			a, known := records[q.Name.String()]
+			rh := dnsmessage.Header{ID: hdr.ID, Response: true, Authoritative: true, RecursionDesired: hdr.RecursionDesired, RecursionAvailable: true}
+			if !known {
+				rh.RCode = dnsmessage.RCodeNameError
+			}
+			b := dnsmessage.NewBuilder(nil, rh)
+			b.EnableCompression()
+			b.StartQuestions()
+			b.Question(q)
+			b.StartAnswers()
+			if known && q.Type == dnsmessage.TypeA {
+				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 5}, dnsmessage.AResource{A: a})
+			}
+			msg, err := b.Finish()
+			if err != nil {
+				continue
+			}
+			pc.WriteTo(msg, from)
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+func TestDNS(t *testing.T) {
+	server := dnsServer(t, map[string][4]byte{"echo.kwarp.test.": {10, 1, 2, 3}})
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantOut    string
+		wantErrSub string
+	}{
+		// Rooted names keep the host's search list out of the test.
+		{name: "found", args: []string{"-server", server, "echo.kwarp.test."}, wantOut: "10.1.2.3\n"},
+		{name: "ip4 only", args: []string{"-server", server, "-net", "ip4", "echo.kwarp.test."}, wantOut: "10.1.2.3\n"},
+		{name: "nxdomain", args: []string{"-server", server, "nothing.kwarp.test."}, wantCode: 1, wantErrSub: "no such host"},
+		{name: "bad -net", args: []string{"-net", "ip5", "x."}, wantCode: 1, wantErrSub: "-net"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out, errs := runProbe(t, append([]string{"dns"}, tt.args...)...)
+			if code != tt.wantCode || out != tt.wantOut || !strings.Contains(errs, tt.wantErrSub) {
+				t.Errorf("exit=%d out=%q err=%q; want exit=%d out=%q err containing %q",
+					code, out, errs, tt.wantCode, tt.wantOut, tt.wantErrSub)
+			}
+		})
+	}
+}
+
+func TestSleep(t *testing.T) {
+	t.Run("ends on signal", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan int, 1)
+		go func() { done <- run(ctx, []string{"sleep"}, io.Discard, io.Discard) }()
+		select {
+		case <-done:
+			t.Fatal("sleep returned before being stopped")
+		case <-time.After(100 * time.Millisecond):
+		}
+		cancel()
+		select {
+		case code := <-done:
+			if code != exitOK {
+				t.Errorf("exit = %d", code)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatal("sleep did not return after cancel")
+		}
+	})
+	t.Run("ends at timeout", func(t *testing.T) {
+		start := time.Now()
+		if code, _, _ := runProbe(t, "sleep", "-timeout", "50ms"); code != exitOK {
+			t.Errorf("exit = %d", code)
+		}
+		if d := time.Since(start); d < 50*time.Millisecond || d > 2*time.Second {
+			t.Errorf("took %s", d)
+		}
+	})
+}
+
+func TestEnvAndCat(t *testing.T) {
+	t.Setenv("PROBE_TEST_VAR", "value-42")
+	file := t.TempDir() + "/f.conf"
+	if err := os.WriteFile(file, []byte("marker=1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		args     []string
+		wantCode int
+		wantOut  string
+	}{
+		{[]string{"env", "PROBE_TEST_VAR"}, exitOK, "value-42\n"},
+		{[]string{"env", "PROBE_TEST_UNSET_VAR"}, exitFailure, ""},
+		{[]string{"cat", file}, exitOK, "marker=1\n"},
+		{[]string{"cat", file + ".missing"}, exitFailure, ""},
+		{[]string{"cat"}, exitUsage, ""},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, out, _ := runProbe(t, tt.args...)
+			if code != tt.wantCode || out != tt.wantOut {
+				t.Errorf("probe %v = %d %q, want %d %q", tt.args, code, out, tt.wantCode, tt.wantOut)
+			}
+		})
+	}
+}

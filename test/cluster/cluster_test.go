@@ -258,7 +258,7 @@ func TestSplitRule(t *testing.T) {
 
 func TestOurRule(t *testing.T) {
 	for line, want := range map[string]bool{
-		"-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING": true,
+		"-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING":                          true,
 		"-A POSTROUTING -s 10.244.0.2/32 -m comment --comment \"name: \\\"kwarp-testcluster\\\" id: \\\"x\\\"\" -j CNI-abc": true,
 		"-A PREROUTING -i kwl0 -j KWARP-LAPTOP": true,
 		"-A INPUT -p tcp --dport 22 -j ACCEPT":  false,

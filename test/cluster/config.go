@@ -103,7 +103,9 @@ func CacheDir() string {
 	return filepath.Join(home, ".cache", "kwarp")
 }
 
-func (c Config) path(elem ...string) string { return filepath.Join(append([]string{c.Root}, elem...)...) }
+func (c Config) path(elem ...string) string {
+	return filepath.Join(append([]string{c.Root}, elem...)...)
+}
 
 // AdminKubeconfig is a cluster-admin kubeconfig for the node side (tests' own setup).
 func (c Config) AdminKubeconfig() string { return c.path("admin.kubeconfig") }

@@ -4,5 +4,5 @@
 // the context. The supervisor answers trapped calls with CONTINUE for local work and ADDFD for
 // remote content. Tier P, later: an LD_PRELOAD shim deciding in-process from the same rule tables.
 //
-// Nothing is implemented yet: tier S arrives with `kwarp exec`.
+// Handler is the boundary to the core: the layer traps and answers, the core decides.
 package layer

@@ -1,0 +1,201 @@
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
+	"github.com/kwarp-dev/kwarp/sdk"
+	"github.com/kwarp-dev/kwarp/sdk/pluginv1"
+)
+
+// testPlugin is served by this test binary re-executed; its behaviour comes from env vars the
+// host test sets, so the same binary can crash, crash once, or ask the agent.
+type testPlugin struct{ agent agentv1.EnvClient }
+
+func (p *testPlugin) Info() sdk.Info {
+	return sdk.Info{Name: "testenv", Version: "1", Blocks: map[string]any{"env": map[string]string{"kind": "test"}}}
+}
+
+func (p *testPlugin) Configure(_ context.Context, c sdk.Config) (sdk.Rules, error) {
+	if c.Agent != nil {
+		p.agent = agentv1.NewEnvClient(c.Agent)
+	}
+	return sdk.Rules{Tables: map[string]any{"env": map[string]string{"blocks": string(c.Blocks["env"])}}}, nil
+}
+
+func (p *testPlugin) Compute(ctx context.Context, local []sdk.EnvVar) (sdk.EnvResult, error) {
+	if marker := os.Getenv("TESTPLUGIN_CRASH_ONCE"); marker != "" {
+		if _, err := os.Stat(marker); err != nil {
+			os.WriteFile(marker, nil, 0o644)
+			os.Exit(7)
+		}
+	}
+	if os.Getenv("TESTPLUGIN_CRASH_ALWAYS") != "" {
+		os.Exit(7)
+	}
+	out := sdk.EnvResult{Vars: local}
+	if p.agent != nil {
+		resp, err := p.agent.Get(ctx, &agentv1.GetEnvRequest{})
+		if err != nil {
+			return out, err
+		}
+		for _, v := range resp.Vars {
+			out.Vars = append(out.Vars, sdk.EnvVar{Name: v.Name, Value: v.Value})
+		}
+	}
+	return out, nil
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("KWARP_PLUGINHOST_TEST_SERVE") == "1" {
+		sdk.Serve(&testPlugin{})
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func spec(env ...string) Spec {
+	return Spec{Name: "testenv", Command: func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), append(env, "KWARP_PLUGINHOST_TEST_SERVE=1")...)
+		return cmd
+	}}
+}
+
+type fakeAgent struct{ agentv1.UnimplementedEnvServer }
+
+func (fakeAgent) Get(context.Context, *agentv1.GetEnvRequest) (*agentv1.GetEnvResponse, error) {
+	return &agentv1.GetEnvResponse{Vars: []*agentv1.EnvVar{{Name: "POD_ONLY", Value: "from-the-agent"}}}, nil
+}
+
+func agentConn(t *testing.T) *grpc.ClientConn {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	agentv1.RegisterEnvServer(s, fakeAgent{})
+	go s.Serve(l)
+	t.Cleanup(s.Stop)
+	c, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func compute(ctx context.Context, p *Plugin) ([]*pluginv1.EnvVar, error) {
+	var vars []*pluginv1.EnvVar
+	err := p.Call(ctx, func(ctx context.Context, c *sdk.Client) error {
+		resp, err := c.Env().Compute(ctx, &pluginv1.ComputeRequest{Local: []*pluginv1.EnvVar{{Name: "L", Value: "1"}}})
+		if err == nil {
+			vars = resp.Vars
+		}
+		return err
+	})
+	return vars, err
+}
+
+func TestPluginReachesTheAgentThroughTheCore(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := Start(ctx, spec(), agentConn(t), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	if info := p.Info(); info.Name != "testenv" || len(info.Blocks) != 1 || info.Blocks[0] != "env" || len(info.Features) != 1 {
+		t.Fatalf("info = %+v", info)
+	}
+	resp, err := p.Configure(ctx, &pluginv1.ConfigureRequest{Blocks: map[string][]byte{"env": []byte(`{"a":1}`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(resp.Rules["env"]), `{\"a\":1}`) {
+		t.Fatalf("rules = %s", resp.Rules["env"])
+	}
+	vars, err := compute(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, v := range vars {
+		got[v.Name] = v.Value
+	}
+	if got["L"] != "1" || got["POD_ONLY"] != "from-the-agent" {
+		t.Fatalf("compute = %v: want the local var and the agent's", got)
+	}
+}
+
+func TestCrashedPluginIsRestartedOnce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	marker := filepath.Join(t.TempDir(), "crashed")
+	p, err := Start(ctx, spec("TESTPLUGIN_CRASH_ONCE="+marker), agentConn(t), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	if _, err := p.Configure(ctx, &pluginv1.ConfigureRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	vars, err := compute(ctx, p)
+	if err != nil {
+		t.Fatalf("compute after one crash: %v (want a restart and a retry)", err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatal("the plugin never crashed; the test proves nothing")
+	}
+	// the restarted plugin was configured again: it still reaches the agent
+	found := false
+	for _, v := range vars {
+		found = found || v.Name == "POD_ONLY"
+	}
+	if !found {
+		t.Fatalf("restarted plugin lost its configuration: %v", vars)
+	}
+}
+
+func TestPluginThatKeepsCrashingFailsTheSessionByName(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := Start(ctx, spec("TESTPLUGIN_CRASH_ALWAYS=1"), nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	start := time.Now()
+	_, err = compute(ctx, p)
+	if !errors.Is(err, ErrPluginFailed) || !strings.Contains(err.Error(), "testenv") {
+		t.Fatalf("compute on a crashing plugin = %v; want ErrPluginFailed naming it", err)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Fatalf("took %s to give up", time.Since(start))
+	}
+	if _, err := compute(ctx, p); !errors.Is(err, ErrPluginFailed) {
+		t.Fatalf("later call = %v; want the permanent failure", err)
+	}
+}
+
+func TestPluginThatDoesNotStart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := Start(ctx, Spec{Name: "broken", Command: func() *exec.Cmd { return exec.Command("/bin/false") }}, nil, zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), "broken") {
+		t.Fatalf("Start(/bin/false) = %v; want an error naming the plugin", err)
+	}
+}

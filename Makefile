@@ -20,7 +20,7 @@ LDFLAGS := -s -w -X $(MODULE)/version.Version=$(VERSION) -X $(MODULE)/version.Co
 UNIT_PKGS = $(shell go list ./... | grep -v /test/e2e)
 
 .PHONY: build image deps cluster-bins cluster-up cluster-down cluster-load test test-unit e2e \
-	bench lint demo clean FORCE
+	bench lint demo proto clean FORCE
 
 build: bin/kwarp bin/kwarp-agent
 
@@ -79,6 +79,15 @@ lint:
 	@out=$$(gofmt -l .); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	go vet ./...
+
+# regenerate the wire APIs (the generated code is committed; CI never runs this)
+PROTOS := agent/api/v1/agent.proto sdk/pluginv1/plugin.proto
+proto:
+	command -v protoc >/dev/null || apt-get install -y -qq protobuf-compiler
+	GOBIN=$(KWARP_CACHE)/tools go install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.11
+	GOBIN=$(KWARP_CACHE)/tools go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+	PATH=$(KWARP_CACHE)/tools:$$PATH protoc --go_out=. --go_opt=module=$(MODULE) \
+		--go-grpc_out=. --go-grpc_opt=module=$(MODULE) $(PROTOS)
 
 demo: cluster-up cluster-load bin/kwarp
 	test/demo.sh

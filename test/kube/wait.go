@@ -99,12 +99,15 @@ func (e *Env) WaitPodReady(ctx context.Context, ns, name string) error {
 }
 
 // poll calls check until it reports done, returns errNeverReady, or ctx ends. Other errors from
-// check are taken as passing (the object may not exist yet, the API server may be restarting)
-// and are only reported if nothing better is known when ctx ends. The error then carries check's
-// last explanation and explain's, which runs under a context of its own.
+// check are taken as passing (the object may not exist yet, the API server may be restarting).
+// When ctx ends, the error carries the last state check described, the last error if one
+// followed it, and explain's lines (explain runs under a context of its own).
 func poll(ctx context.Context, what string, check func(context.Context) (bool, string, error), explain func(context.Context) string) error {
 	start := time.Now()
-	var why string
+	// An error only counts once the context has survived it until the next poll: calls made
+	// close to the deadline fail because of it (client-go's rate limiter even refuses in advance,
+	// "would exceed context deadline"), and that must not replace what we knew about the object.
+	var state, lastErr, pendingErr string
 	ticker := time.NewTicker(pollInterval)
 	defer ticker.Stop()
 	for {
@@ -114,17 +117,29 @@ func poll(ctx context.Context, what string, check func(context.Context) (bool, s
 			return nil
 		case errors.Is(err, errNeverReady):
 			return failWait(fmt.Sprintf("kube: %s %s: %s", what, err, w), err, explain)
-		case err != nil && ctx.Err() == nil:
-			// Keep what we knew: an error caused by ctx ending says nothing about the object.
-			why = err.Error()
-		case err == nil:
-			why = w
+		case err != nil:
+			pendingErr = err.Error()
+		default:
+			state, lastErr, pendingErr = w, "", ""
 		}
 		select {
 		case <-ctx.Done():
-			msg := fmt.Sprintf("kube: %s not ready after %s (%v): %s", what, time.Since(start).Round(time.Second), ctx.Err(), orDefault(why, "no answer from the API server"))
+			why := state
+			switch {
+			case why == "" && lastErr == "":
+				why = "no answer from the API server"
+			case why == "":
+				why = lastErr
+			case lastErr != "":
+				why += "; since then: " + lastErr
+			}
+			msg := fmt.Sprintf("kube: %s not ready after %s (%v): %s", what, time.Since(start).Round(time.Second), ctx.Err(), why)
 			return failWait(msg, ctx.Err(), explain)
 		case <-ticker.C:
+			// select picks at random among ready cases, so the tick may win over a done ctx.
+			if pendingErr != "" && ctx.Err() == nil {
+				lastErr, pendingErr = pendingErr, ""
+			}
 		}
 	}
 }
@@ -140,7 +155,8 @@ func failWait(msg string, cause error, explain func(context.Context) string) err
 	return &waitError{msg: msg, err: cause}
 }
 
-// waitError keeps the context's error reachable through errors.Is while the message explains.
+// waitError keeps the cause (the context's error, or errNeverReady) reachable through errors.Is
+// while the message explains.
 type waitError struct {
 	msg string
 	err error

@@ -265,13 +265,45 @@ func TestPoll(t *testing.T) {
 	})
 
 	t.Run("error caused by the deadline does not hide the last state", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*pollInterval)
+		defer cancel()
+		calls := 0
+		err := poll(ctx, "pod ns/p", func(ctx context.Context) (bool, string, error) {
+			calls++
+			if calls == 1 {
+				return false, "container app waiting: ErrImageNeverPull", nil
+			}
+			// What client-go's rate limiter answers when the deadline is closer than its next
+			// token; the context is not done yet.
+			<-ctx.Done()
+			return false, "", errors.New("client rate limiter Wait returned an error: rate: Wait(n=1) would exceed context deadline")
+		}, explain)
+		if s := err.Error(); !strings.Contains(s, "ErrImageNeverPull") || strings.Contains(s, "rate limiter") {
+			t.Errorf("error %q should give the last state, not the error the deadline caused", s)
+		}
+	})
+
+	t.Run("persistent error is reported", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*pollInterval)
+		defer cancel()
+		calls := 0
+		err := poll(ctx, "pod ns/p", func(ctx context.Context) (bool, string, error) {
+			calls++
+			if calls == 1 {
+				return false, "phase Pending", nil
+			}
+			return false, "", errors.New(`pods "p" not found`)
+		}, explain)
+		if s := err.Error(); !strings.Contains(s, `phase Pending; since then: pods "p" not found`) {
+			t.Errorf("error %q should give the last state and the error that followed", s)
+		}
+	})
+
+	t.Run("no answer at all", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
 		err := poll(ctx, "pod ns/p", func(ctx context.Context) (bool, string, error) {
-			if ctx.Err() != nil {
-				return false, "", ctx.Err()
-			}
-			<-ctx.Done() // the Get that was in flight when the deadline hit
+			<-ctx.Done()
 			return false, "", ctx.Err()
 		}, explain)
 		if !strings.Contains(err.Error(), "no answer from the API server") {

@@ -2,8 +2,14 @@
 // per capability (env, fs, dns, outgoing, incoming), running in the target's namespaces. The CLI
 // reaches it through the API server with a port-forward, so a session needs only a kubeconfig.
 //
-// Today it serves the standard gRPC health service, which the CLI uses to know the agent is up;
-// the capability services register on the same server as they are built.
+// Each capability lives in its own package and registers here:
+//
+//	agent/target         finds the target container's main process (and follows it)
+//	agent/sessionserver  Session: sessions and the agent's lease (agent/lease)
+//	agent/envserver      Env: the target's environment
+//	agent/fsserver       Fs: the target's files, inside its root, with its credentials
+//
+// plus the standard gRPC health service, which the CLI uses to know the agent is up.
 package agent
 
 import (
@@ -11,30 +17,140 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"time"
 
+	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
+	"github.com/kwarp-dev/kwarp/agent/creds"
+	"github.com/kwarp-dev/kwarp/agent/envserver"
+	"github.com/kwarp-dev/kwarp/agent/fsserver"
+	"github.com/kwarp-dev/kwarp/agent/lease"
+	"github.com/kwarp-dev/kwarp/agent/sessionserver"
+	"github.com/kwarp-dev/kwarp/agent/target"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
+// Options say what the agent serves and how long it lives.
+type Options struct {
+	// Namespace, Pod and Container name the target for the CLI's messages (OpenResponse).
+	Namespace, Pod, Container string
+	// ContainerID is the target container's ID from the pod status ("containerd://…").
+	// Empty and not Ephemeral: a targetless agent.
+	ContainerID string
+	// Ephemeral: the agent is an ephemeral container sharing the target's PID namespace.
+	Ephemeral bool
+	// TargetPID, when set, is served instead of discovering the target: for tests and for
+	// debugging on a node.
+	TargetPID int
+	// ProcRoot is where processes are found; "" is /proc.
+	ProcRoot string
+	// TTL is how long the agent outlives its last session (0: it exits with the last session).
+	TTL time.Duration
+	// IdleStart is how long the agent waits for its first session (0: forever).
+	IdleStart time.Duration
+	// Clock drives the lease; nil is the real clock.
+	Clock lease.Clock
+	// StopGrace bounds a graceful stop: calls still running after it are cut. 0 is 10s.
+	StopGrace time.Duration
+}
+
 // Server is the agent's gRPC server.
 type Server struct {
-	grpc   *grpc.Server
-	health *health.Server
-	log    zerolog.Logger
+	grpc     *grpc.Server
+	health   *health.Server
+	sessions *sessionserver.Server
+	lease    *lease.Lease
+	tracker  *target.Tracker // nil: targetless
+	opts     Options
+	log      zerolog.Logger
 }
 
-// New builds a server with the health service registered and reporting SERVING.
-func New(log zerolog.Logger) *Server {
-	s := &Server{grpc: grpc.NewServer(), health: health.NewServer(), log: log}
+// New finds the target (unless targetless) and builds the server with every capability
+// registered. It fails when the target cannot be found: the agent is useless without it, and
+// the error (logged to the pod's log) tells the CLI why.
+func New(log zerolog.Logger, opts Options) (*Server, error) {
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	if opts.StopGrace == 0 {
+		opts.StopGrace = 10 * time.Second
+	}
+	s := &Server{grpc: grpc.NewServer(), health: health.NewServer(), opts: opts, log: log}
+
+	var loc target.Locator // stays a nil interface when targetless
+	if find := finder(opts); find != nil {
+		t, err := target.NewTracker(opts.ProcRoot, find)
+		if err != nil {
+			return nil, fmt.Errorf("find the target container: %w", err)
+		}
+		s.tracker, loc = t, t
+		if err := creds.CheckCanSwitch(); err != nil {
+			log.Warn().Err(err).Msg("fs capability limited")
+		}
+	}
+	s.lease = lease.New(opts.TTL, opts.IdleStart, opts.Clock)
+	s.sessions = sessionserver.New(log, s.lease, opts.Clock, s.Target)
+
 	healthpb.RegisterHealthServer(s.grpc, s.health)
+	agentv1.RegisterSessionServer(s.grpc, s.sessions)
+	agentv1.RegisterEnvServer(s.grpc, envserver.New(log, loc))
+	agentv1.RegisterFsServer(s.grpc, fsserver.New(log, loc))
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	return s
+	return s, nil
 }
 
-// Serve answers on lis until ctx ends, then stops gracefully: sessions' calls in flight finish.
+// finder returns how to find the target's PID, or nil for a targetless agent.
+func finder(opts Options) func() (int, error) {
+	switch {
+	case opts.TargetPID > 0:
+		pid := opts.TargetPID
+		return func() (int, error) { return pid, nil }
+	case opts.ContainerID != "" || opts.Ephemeral:
+		self := os.Getpid()
+		return func() (int, error) {
+			return target.Locate(opts.ProcRoot, opts.ContainerID, opts.Ephemeral, self)
+		}
+	}
+	return nil
+}
+
+// Target describes the target as of now (its PID changes when the container restarts).
+func (s *Server) Target() *agentv1.Target {
+	t := &agentv1.Target{
+		Namespace:   s.opts.Namespace,
+		Pod:         s.opts.Pod,
+		Container:   s.opts.Container,
+		ContainerId: s.opts.ContainerID,
+	}
+	if s.tracker == nil {
+		return t
+	}
+	p, err := s.tracker.Process()
+	if err != nil {
+		s.log.Warn().Err(err).Msg("target not found")
+		return t
+	}
+	t.Pid = int32(p.PID)
+	if h, err := target.Hostname(s.opts.ProcRoot, p.PID); err != nil {
+		s.log.Debug().Err(err).Msg("target hostname")
+	} else {
+		t.Hostname = h
+	}
+	return t
+}
+
+// Serve answers on lis until ctx ends or the lease expires, then stops gracefully: calls in
+// flight get StopGrace to finish and Hold streams end with Unavailable. Both ends return nil;
+// Expired tells them apart.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	defer func() {
+		if s.tracker != nil {
+			s.tracker.Close()
+		}
+	}()
 	s.log.Info().Str("addr", lis.Addr().String()).Msg("agent serving")
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(lis) }()
@@ -45,9 +161,50 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		}
 		return nil
 	case <-ctx.Done():
-		s.health.Shutdown()
-		s.grpc.GracefulStop()
-		<-errc
-		return nil
+		s.log.Info().Msg("agent stopping: signalled")
+	case <-s.lease.Done():
+		s.log.Info().Str("reason", s.lease.Reason()).Msg("agent stopping: lease expired")
 	}
+	s.stop()
+	<-errc
+	return nil
+}
+
+func (s *Server) stop() {
+	s.health.Shutdown()
+	s.sessions.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(s.opts.StopGrace):
+		s.log.Warn().Dur("grace", s.opts.StopGrace).Msg("calls still running after the grace; cutting them")
+		s.grpc.Stop()
+		<-done
+	}
+}
+
+// Expired reports whether the lease ended (as opposed to a signal) — for the exit message.
+func (s *Server) Expired() bool {
+	select {
+	case <-s.lease.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// TargetPID is the target's current PID (0 when targetless or not found), for the ready line.
+func (s *Server) TargetPID() int {
+	if s.tracker == nil {
+		return 0
+	}
+	p, err := s.tracker.Process()
+	if err != nil {
+		return 0
+	}
+	return p.PID
 }

@@ -17,9 +17,13 @@ func TestHealthThenGracefulStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv, err := New(zerolog.Nop(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- New(zerolog.Nop()).Serve(ctx, lis) }()
+	go func() { done <- srv.Serve(ctx, lis) }()
 
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -47,5 +51,12 @@ func TestHealthThenGracefulStop(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", lis.Addr().String()); err == nil {
 		t.Fatal("listener still accepting after stop")
+	}
+}
+
+func TestNewFailsWhenTheTargetIsMissing(t *testing.T) {
+	_, err := New(zerolog.Nop(), Options{ContainerID: "containerd://0123456789abcdef", ProcRoot: "target/testdata/none/proc"})
+	if err == nil {
+		t.Fatal("New with a container no process has: no error")
 	}
 }

@@ -6,20 +6,29 @@ import (
 )
 
 // FsRules is the files plugin's table. The core matches every path the user's process touches
-// against it without calling the plugin; a path that routes Remote costs a call to the plugin
+// against it without calling the plugin; a path that routes remote costs a call to the plugin
 // (and the agent) only for metadata and for the decision to open, never for the content.
-//
-// Precedence, first match wins: NotFound, Local, ReadWrite, ReadOnly, then Default.
 type FsRules struct {
 	// Mode is the fs mode: local, localwithoverrides, read or write.
-	Mode      string
-	NotFound  []string // path globs: ENOENT without asking anyone
-	Local     []string // path globs served by this machine
-	ReadWrite []string // path globs served by the pod, writable
-	ReadOnly  []string // path globs served by the pod, read-only
-	// Default is where a path matching none of the globs goes: "local" or "remote".
+	Mode string
+	// Rules are tried in order; the first whose glob matches decides.
+	Rules []FsRule
+	// Default is where a path matching no rule goes: RouteLocal or RouteRemote.
 	Default string
 }
+
+// FsRule routes the paths its glob matches (a path glob: "*" within a segment, "**" across).
+type FsRule struct {
+	Glob  string
+	Route string // RouteLocal, RouteRemote or RouteNotFound
+}
+
+// Routes of an FsRule.
+const (
+	RouteLocal    = "local"
+	RouteRemote   = "remote"
+	RouteNotFound = "not_found"
+)
 
 // FileInfo mirrors the struct stat fields programs read.
 type FileInfo struct {

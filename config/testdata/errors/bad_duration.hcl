@@ -1,0 +1,3 @@
+agent {
+  ttl = "30 seconds"
+}

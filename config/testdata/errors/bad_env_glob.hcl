@@ -1,0 +1,3 @@
+env {
+  include = ["DATABASE_[URL"]
+}

@@ -1,0 +1,3 @@
+dns {
+  local = ["*.corp.example.com:53"]
+}

@@ -1,0 +1,4 @@
+steal "http" "mine" {
+  port = 8080
+  match { method = ["GET", "PSOT"] }
+}

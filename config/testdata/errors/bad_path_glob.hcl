@@ -1,0 +1,3 @@
+fs {
+  read_only = ["/etc/checkout/**", "/srv/a**b"]
+}

@@ -1,0 +1,3 @@
+steal "http" "mine" {
+  port = 80800
+}

@@ -1,0 +1,5 @@
+network {
+  incoming {
+    port_mapping = { "http" = 3000 }
+  }
+}

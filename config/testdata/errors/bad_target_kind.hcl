@@ -1,0 +1,3 @@
+target "deploymnet" "checkout" {
+  namespace = "staging"
+}

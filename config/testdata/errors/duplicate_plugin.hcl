@@ -1,0 +1,2 @@
+plugin "kafka" { source = "./a" }
+plugin "kafka" { source = "./b" }

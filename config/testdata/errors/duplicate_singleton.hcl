@@ -1,0 +1,7 @@
+fs {
+  mode = "read"
+}
+
+fs {
+  mode = "write"
+}

@@ -1,0 +1,2 @@
+target "pod" "a" {}
+target "pod" "b" {}

@@ -1,0 +1,3 @@
+target "deployment" {
+  namespace = "staging"
+}

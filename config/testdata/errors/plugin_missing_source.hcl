@@ -1,0 +1,3 @@
+plugin "kafka" {
+  config { topic = "orders" }
+}

@@ -1,0 +1,5 @@
+plugin "kafka" {
+  source = "./bin/kafka"
+  config { topic = "orders" }
+  config { topic = "payments" }
+}

@@ -1,0 +1,3 @@
+fs {
+  not_found = [".aws/**"]
+}

@@ -1,0 +1,9 @@
+steal "http" "mine" {
+  port = 8080
+  match {
+    path {
+      prefix = "/api/"
+      regex  = "^/api/"
+    }
+  }
+}

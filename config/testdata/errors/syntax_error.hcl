@@ -1,0 +1,2 @@
+fs {
+  mode = "read"

@@ -1,0 +1,3 @@
+agent {
+  namespace = var.namespace
+}

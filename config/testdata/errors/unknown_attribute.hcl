@@ -1,0 +1,4 @@
+fs {
+  read_only = ["/etc/app/**"]
+  moed      = "read"
+}

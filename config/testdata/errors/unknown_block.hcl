@@ -1,0 +1,4 @@
+# a typo in a feature block's name
+netwrok {
+  outgoing { tcp = true }
+}

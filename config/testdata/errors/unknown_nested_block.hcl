@@ -1,0 +1,5 @@
+network {
+  outgoing {
+    fliter "remote" { ports = [5432] }
+  }
+}

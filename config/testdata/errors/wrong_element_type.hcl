@@ -1,0 +1,5 @@
+network {
+  incoming {
+    ignore_ports = [9090, "metrics"]
+  }
+}

@@ -75,6 +75,13 @@ and receives the pod's incoming traffic, while the deployed version keeps servin
 	pf.StringVarP(&g.kube.Namespace, "namespace", "n", "", "the namespace (default: the context's namespace)")
 
 	root.AddCommand(newVersionCmd())
+	root.AddCommand(newLsCmd(g))
+	root.AddCommand(newDoctorCmd(g))
+	root.AddCommand(newAgentPingCmd(g))
+	root.AddCommand(newVerifyConfigCmd())
+	root.AddCommand(newExecCmd(g))
+	root.AddCommand(newPluginCmd())
+	root.AddCommand(newLaunchCmd())
 	return root
 }
 
@@ -86,8 +93,11 @@ func Execute(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintf(stderr, "kwarp: %v\n", err)
 	var ee *ExitError
+	if errors.As(err, &ee) && ee.Err == errSilent {
+		return ee.Code
+	}
+	fmt.Fprintf(stderr, "kwarp: %v\n", err)
 	if errors.As(err, &ee) {
 		return ee.Code
 	}

@@ -1,6 +1,11 @@
 // Package kube turns the kubectl-style flags (--kubeconfig, --context, -n) into a client
 // configuration, resolved the way kubectl resolves them, so a developer's existing kubeconfig
-// works with kwarp unchanged.
+// works with kwarp unchanged. Connect builds the clients and fails within seconds, naming the
+// server, when the API server cannot be reached; Explain turns any API failure into a message
+// that says what to do (the verb and resource RBAC refused, the server that did not answer).
+//
+// Subpackages: target (what --target names, resolved to one container) and agentpod (the
+// agent's Job or ephemeral container, and the port-forward to it).
 package kube
 
 import (

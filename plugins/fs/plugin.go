@@ -119,14 +119,18 @@ func BuildRules(cfg Config, home, workdir string) sdk.FsRules {
 	add(sdk.RouteRemote, cfg.ReadOnly...)
 	if home != "" && home != "/" {
 		for _, c := range CredentialsNotFound {
-			add(sdk.RouteNotFound, path.Join(home, c))
+			add(sdk.RouteNotFound, path.Join(glob.Escape(home), c))
 		}
 	}
 	add(sdk.RouteRemote, DefaultRemote...)
 	add(sdk.RouteLocal, DefaultLocal...)
 	for _, dir := range []string{home, workdir} {
 		if dir != "" && dir != "/" {
-			add(sdk.RouteLocal, dir, path.Join(dir, "**"))
+			add(sdk.RouteLocal, glob.Escape(dir), path.Join(glob.Escape(dir), "**"))
+			// realpath and friends lstat every ancestor of a local path
+			for d := path.Dir(dir); d != "/"; d = path.Dir(d) {
+				add(sdk.RouteLocal, glob.Escape(d))
+			}
 		}
 	}
 	return r

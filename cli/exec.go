@@ -1,0 +1,170 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kwarp-dev/kwarp/config"
+	"github.com/kwarp-dev/kwarp/core"
+	"github.com/kwarp-dev/kwarp/kube/agentpod"
+	"github.com/kwarp-dev/kwarp/kube/target"
+	"github.com/kwarp-dev/kwarp/plugins/env"
+	"github.com/kwarp-dev/kwarp/plugins/fs"
+)
+
+// fsModes are the values of --fs-mode and fs.mode.
+var fsModes = []string{fs.ModeLocal, fs.ModeLocalWithOverrides, fs.ModeRead, fs.ModeWrite}
+
+type execFlags struct {
+	target, container, policy, fsMode string
+	steal, ephemeral                  bool
+}
+
+func newExecCmd(g *globals) *cobra.Command {
+	f := &execFlags{}
+	cmd := &cobra.Command{
+		Use:   "exec [flags] -- CMD [ARGS...]",
+		Short: "Run a local command in the context of a pod: its environment, files, network",
+		Long: `Run CMD on this machine with the target container's environment variables and files (and,
+as they land, its DNS, outgoing and incoming traffic). The exit status is CMD's; kwarp's own
+failures exit 2 (usage or policy) or 3 (cluster or agent).
+
+Variables that describe this machine stay local unless env.include names them: ` + env.LocalOnlyList(),
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runExec(cmd, g, f, args)
+		},
+	}
+	fl := cmd.Flags()
+	fl.SetInterspersed(false)
+	fl.StringVarP(&f.target, "target", "t", "", "KIND/NAME: pod/, deploy/ (deployment/), sts/ (statefulset/), job/, cronjob/, rollout/; none = targetless")
+	fl.StringVarP(&f.container, "container", "c", "", "container (default: the first that is not a mesh sidecar)")
+	fl.StringVarP(&f.policy, "policy", "f", "", "HCL policy file (default "+config.DefaultPath+" when it exists)")
+	fl.StringVar(&f.fsMode, "fs-mode", "", "files: local | localwithoverrides | read | write (default read)")
+	fl.BoolVar(&f.steal, "steal", false, "incoming traffic: steal instead of mirror")
+	fl.BoolVar(&f.ephemeral, "agent-ephemeral", false, "run the agent as an ephemeral container in the target pod")
+	return cmd
+}
+
+func runExec(cmd *cobra.Command, g *globals, f *execFlags, argv []string) error {
+	if f.fsMode != "" && !contains(fsModes, f.fsMode) {
+		return UsageError(fmt.Errorf("--fs-mode %q: use one of %s", f.fsMode, strings.Join(fsModes, ", ")))
+	}
+	policy, err := loadPolicy(cmd, f.policy)
+	if err != nil {
+		return err
+	}
+	opts := core.Options{
+		Log: g.log, Kube: g.kube, Target: f.target, Container: f.container, Argv: argv,
+		Progress: cmd.ErrOrStderr(), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Blocks: map[string][]byte{}, AgentMode: agentpod.ModeJob,
+	}
+	if policy != nil {
+		applyPolicy(&opts, policy, g)
+	}
+	if f.ephemeral {
+		opts.AgentMode = agentpod.ModeEphemeral
+	}
+	if f.fsMode != "" {
+		opts.Blocks["fs"] = withMode(opts.Blocks["fs"], f.fsMode)
+	}
+	if opts.Target != "" {
+		if _, _, err := target.Parse(opts.Target); err != nil {
+			return UsageError(err)
+		}
+	}
+	if opts.Namespace == "" {
+		if opts.Namespace, err = g.kube.ResolveNamespace(); err != nil {
+			return clusterError(err)
+		}
+	}
+	if opts.Self, err = os.Executable(); err != nil {
+		return fmt.Errorf("find kwarp's own executable: %w", err)
+	}
+	code, err := core.Run(cmd.Context(), opts)
+	if err != nil {
+		var ce *core.Error
+		if errors.As(err, &ce) {
+			return &ExitError{Code: ce.Code, Err: ce.Err}
+		}
+		return err
+	}
+	if code != 0 {
+		return &ExitError{Code: code, Err: errSilent}
+	}
+	return nil
+}
+
+// errSilent carries the command's own exit status: kwarp adds no message of its own.
+var errSilent = errors.New("")
+
+// loadPolicy reads -f, else .kwarp/kwarp.hcl when it exists; a bad policy is exit 2 with its
+// diagnostics printed.
+func loadPolicy(cmd *cobra.Command, flagPath string) (*config.Policy, error) {
+	path, ok := config.Find(flagPath)
+	if !ok {
+		if flagPath != "" {
+			return nil, UsageError(fmt.Errorf("policy file %s: not found", flagPath))
+		}
+		return nil, nil
+	}
+	policy, diags := config.LoadFile(path, builtinSchemas())
+	if diags.HasErrors() {
+		_ = config.Print(cmd.ErrOrStderr(), policy.Files, diags)
+		return nil, UsageError(fmt.Errorf("policy %s has errors; nothing was run", path))
+	}
+	return policy, nil
+}
+
+// applyPolicy copies the policy into the options; flags already set win.
+func applyPolicy(o *core.Options, p *config.Policy, g *globals) {
+	if p.Target != nil && o.Target == "" {
+		o.Target = p.Target.Kind + "/" + p.Target.Name
+		if o.Container == "" {
+			o.Container = p.Target.Container
+		}
+		if g.kube.Namespace == "" {
+			o.Namespace = p.Target.Namespace
+		}
+	}
+	if p.Agent.Mode == config.AgentEphemeral {
+		o.AgentMode = agentpod.ModeEphemeral
+	}
+	o.AgentNamespace, o.AgentImage, o.AgentPort, o.Privileged = p.Agent.Namespace, p.Agent.Image, p.Agent.Port, p.Agent.Privileged
+	if p.Agent.TTL != nil {
+		o.AgentTTL = *p.Agent.TTL
+		if o.AgentTTL == 0 {
+			o.AgentTTL = time.Nanosecond // "exit with the last session": the smallest lease there is
+		}
+	}
+	for name, feats := range p.Features {
+		if len(feats) == 1 && len(feats[0].Labels) == 0 {
+			o.Blocks[name] = feats[0].JSON
+		}
+	}
+}
+
+// withMode sets "mode" in the fs block's JSON (the flag wins over the file).
+func withMode(block []byte, mode string) []byte {
+	cfg, err := fs.DecodeConfig(block)
+	if err != nil {
+		cfg = fs.Config{}
+	}
+	cfg.Mode = mode
+	out, _ := jsonMarshal(cfg)
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,62 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kwarp-dev/kwarp/core"
+	"github.com/kwarp-dev/kwarp/layer/launcher"
+	"github.com/kwarp-dev/kwarp/plugins/env"
+	"github.com/kwarp-dev/kwarp/plugins/fs"
+	"github.com/kwarp-dev/kwarp/sdk"
+)
+
+// builtinPlugins are served by `kwarp plugin NAME`, so kwarp ships as one file.
+var builtinPlugins = map[string]func() sdk.Plugin{
+	"env": func() sdk.Plugin { return env.New() },
+	"fs":  func() sdk.Plugin { return fs.New() },
+}
+
+// newPluginCmd serves a built-in plugin over go-plugin; the core starts it, never a user.
+func newPluginCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    "plugin NAME",
+		Short:  "Serve a built-in feature plugin (started by kwarp itself)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			mk, ok := builtinPlugins[args[0]]
+			if !ok {
+				return UsageError(fmt.Errorf("no built-in plugin %q", args[0]))
+			}
+			sdk.Serve(mk())
+			return nil
+		},
+	}
+}
+
+// newLaunchCmd is the layer's launcher: kwarp re-executes itself with it to install the
+// seccomp filter and exec the user's command. It never returns.
+func newLaunchCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                core.LaunchCommand + " -- CMD [ARGS...]",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 && args[0] == "--" {
+				args = args[1:]
+			}
+			sock, err := launcher.FromEnv()
+			if err != nil {
+				return err
+			}
+			launcher.Run(sock, args, launcher.WithoutLauncherEnv(os.Environ()))
+			return nil
+		},
+	}
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

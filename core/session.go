@@ -1,0 +1,455 @@
+// Package core is the broker of a kwarp session, one per `kwarp exec`: it owns the session, the
+// agent connection, the plugin host and the routing of the layer's events. It evaluates the
+// rule tables plugins publish without calling them and calls a plugin only for an operation
+// with a remote effect; the bytes of files and connections are moved here, never through a
+// plugin process.
+package core
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"os/user"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
+	"github.com/kwarp-dev/kwarp/agent/sessionserver"
+	"github.com/kwarp-dev/kwarp/core/files"
+	"github.com/kwarp-dev/kwarp/core/fsroute"
+	"github.com/kwarp-dev/kwarp/core/pluginhost"
+	"github.com/kwarp-dev/kwarp/kube"
+	"github.com/kwarp-dev/kwarp/kube/agentpod"
+	"github.com/kwarp-dev/kwarp/kube/target"
+	"github.com/kwarp-dev/kwarp/layer"
+	"github.com/kwarp-dev/kwarp/layer/launcher"
+	"github.com/kwarp-dev/kwarp/layer/seccomp"
+	"github.com/kwarp-dev/kwarp/layer/supervisor"
+	"github.com/kwarp-dev/kwarp/sdk"
+	"github.com/kwarp-dev/kwarp/sdk/pluginv1"
+	"github.com/kwarp-dev/kwarp/version"
+)
+
+// Exit codes of kwarp's own failures (the command's status is passed through otherwise).
+const (
+	ExitUsage   = 2
+	ExitCluster = 3
+)
+
+// Error is a session failure with the exit code it ends kwarp with.
+type Error struct {
+	Code int
+	Err  error
+}
+
+func (e *Error) Error() string { return e.Err.Error() }
+func (e *Error) Unwrap() error { return e.Err }
+
+func clusterErr(format string, args ...any) error {
+	return &Error{Code: ExitCluster, Err: fmt.Errorf(format, args...)}
+}
+
+// Options describe one `kwarp exec`.
+type Options struct {
+	Log  zerolog.Logger
+	Kube kube.Flags
+	// Target is KIND/NAME; "" runs targetless.
+	Target    string
+	Container string
+	// Namespace is where the target is (already resolved from -n, the policy or the context).
+	Namespace string
+	// Blocks are the feature blocks of the policy as JSON by block type (see config.Policy).
+	Blocks map[string][]byte
+	// Agent settings from the policy and the flags.
+	AgentMode      agentpod.Mode
+	AgentNamespace string
+	AgentImage     string
+	AgentTTL       time.Duration
+	AgentPort      int
+	Privileged     bool
+	// Argv is the user's command.
+	Argv []string
+	// Self is kwarp's own executable, re-executed as the launcher and the built-in plugins.
+	Self string
+	// Progress is where the one-line status messages go (stderr): never stdout.
+	Progress io.Writer
+	Stdin    io.Reader
+	Stdout   io.Writer
+	Stderr   io.Writer
+}
+
+// Run runs the user's command in the target's context and returns its exit status.
+func Run(ctx context.Context, o Options) (int, error) {
+	sessionID := newSessionID()
+	log := o.Log.With().Str("session", sessionID).Logger()
+	say := func(format string, args ...any) { fmt.Fprintf(o.Progress, "kwarp: "+format+"\n", args...) }
+
+	features := layer.Probe()
+	if err := features.Check(); err != nil {
+		return 0, clusterErr("%w", err)
+	}
+
+	clients, err := o.Kube.Connect(ctx, log)
+	if err != nil {
+		return 0, clusterErr("%w", err)
+	}
+	var resolved *target.Resolved
+	if o.Target != "" {
+		kind, name, err := target.Parse(o.Target)
+		if err != nil {
+			return 0, &Error{Code: ExitUsage, Err: err}
+		}
+		if resolved, err = target.Resolve(ctx, clients, o.Namespace, kind, name, o.Container); err != nil {
+			return 0, clusterErr("%w", err)
+		}
+		say("%s", resolved.Note)
+	} else {
+		say("targetless session: the environment and remote files are empty by design")
+	}
+
+	agent, err := agentpod.Ensure(ctx, agentpod.Options{
+		Client: clients.Kube, RESTConfig: clients.Config, Target: resolved,
+		Namespace: firstNonEmpty(o.AgentNamespace, o.Namespace), Image: o.AgentImage, Mode: o.AgentMode,
+		TTL: o.AgentTTL, Port: o.AgentPort, Privileged: o.Privileged, SessionID: sessionID,
+		Progress: func(s string) { say("%s", s) }, Log: log,
+	})
+	if err != nil {
+		return 0, clusterErr("%w", err)
+	}
+	defer agent.Close()
+	conn, err := agent.Dial(ctx)
+	if err != nil {
+		return 0, clusterErr("connect to the agent: %w", err)
+	}
+	stopHold, err := openSession(ctx, conn, sessionID)
+	if err != nil {
+		return 0, clusterErr("%w", err)
+	}
+	defer stopHold()
+
+	scratch, err := os.MkdirTemp("", "kwarp-session-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(scratch)
+
+	plugins, err := startPlugins(ctx, o, conn, resolved, sessionID, log)
+	if err != nil {
+		return 0, err
+	}
+	defer func() {
+		for _, p := range plugins {
+			p.Stop()
+		}
+	}()
+	for _, p := range plugins {
+		if n := p.notes; len(n) > 0 {
+			for _, line := range n {
+				say("%s", line)
+			}
+		}
+	}
+
+	env, err := computeEnv(ctx, plugins["env"].Plugin)
+	if err != nil {
+		return 0, clusterErr("%w", err)
+	}
+	var fsRules sdk.FsRules
+	if err := json.Unmarshal(plugins["fs"].rules["fs"], &fsRules); err != nil {
+		return 0, fmt.Errorf("fs rule table: %w", err)
+	}
+	table, err := fsroute.Compile(fsRules)
+	if err != nil {
+		return 0, err
+	}
+	handler := files.New(table, decider{plugins["fs"].Plugin}, agentv1.NewFsClient(conn), scratch, log)
+
+	trap := append([]string{}, seccomp.FileSyscalls...)
+	if fsRules.Default == sdk.RouteLocal && len(fsRules.Rules) == 0 {
+		trap = nil // fs mode local: nothing to trap
+	}
+	return launch(ctx, o, env, trap, features, handler, log)
+}
+
+// launch starts the command under the filter and supervises it until it exits.
+func launch(ctx context.Context, o Options, env []string, trap []string, features layer.Features,
+	h layer.Handler, log zerolog.Logger) (int, error) {
+	filter, err := seccomp.NewFilter(trap)
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(o.Self, append([]string{LaunchCommand, "--"}, o.Argv...)...)
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
+	// if kwarp is killed, its command must not live on with trapped calls nobody answers
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	handoff, err := launcher.Prepare(cmd)
+	if err != nil {
+		return 0, err
+	}
+	// the terminal's Ctrl-C reaches the command (same process group); kwarp waits for it
+	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		handoff.Close()
+		return 0, fmt.Errorf("start the launcher: %w", err)
+	}
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	listener, err := handoff.Listener(lctx, filter, features.WaitKillableRecv)
+	cancel()
+	if err != nil {
+		handoff.Close()
+		code := waitStatus(cmd.Wait())
+		if errors.Is(err, launcher.ErrLauncherExited) {
+			return code, nil // not found (127) or not executable (126): the launcher said so
+		}
+		return 0, err
+	}
+	sctx, stopSup := context.WithCancel(context.Background())
+	sup := supervisor.New(listener, h, log)
+	supDone := make(chan error, 1)
+	go func() { supDone <- sup.Serve(sctx) }()
+	if err := handoff.Release(); err != nil {
+		stopSup()
+		_ = cmd.Process.Kill()
+		cmd.Wait()
+		return 0, err
+	}
+	waitDone := make(chan error, 1)
+	go func() { waitDone <- cmd.Wait() }()
+	var werr error
+	for done := false; !done; {
+		select {
+		case s := <-sigs:
+			_ = cmd.Process.Signal(s)
+		case werr = <-waitDone:
+			done = true
+		}
+	}
+	// the process tree may outlive the command's main process; the filter dies with the last
+	// of them, which ends Serve
+	stopSup()
+	<-supDone
+	listener.Close()
+	log.Debug().Interface("stats", sup.Stats()).Msg("layer statistics")
+	return waitStatus(werr), nil
+}
+
+// waitStatus is the command's status as a shell reports it: the exit code, or 128+n for a
+// death by signal n.
+func waitStatus(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	return 1
+}
+
+// openSession registers with the agent and holds the lease until stop is called.
+func openSession(ctx context.Context, conn *grpc.ClientConn, id string) (stop func(), err error) {
+	host, _ := os.Hostname()
+	u := ""
+	if cu, err := user.Current(); err == nil {
+		u = cu.Username
+	}
+	sc := agentv1.NewSessionClient(conn)
+	octx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if _, err := sc.Open(octx, &agentv1.OpenRequest{SessionId: id, User: u, Host: host, Version: version.Version}); err != nil {
+		return nil, fmt.Errorf("open a session with the agent: %w", err)
+	}
+	hctx, hcancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), sessionserver.SessionIDKey, id))
+	stream, err := sc.Hold(hctx)
+	if err != nil {
+		hcancel()
+		return nil, fmt.Errorf("hold the session with the agent: %w", err)
+	}
+	go func() {
+		for seq := int64(1); ; seq++ {
+			if err := stream.Send(&agentv1.Ping{Seq: seq}); err != nil {
+				return
+			}
+			if _, err := stream.Recv(); err != nil {
+				return
+			}
+			select {
+			case <-hctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}()
+	return func() { _ = stream.CloseSend(); hcancel() }, nil
+}
+
+type runningPlugin struct {
+	*pluginhost.Plugin
+	rules map[string][]byte
+	notes []string
+}
+
+// BuiltinPlugins are served by kwarp itself: `kwarp plugin NAME`.
+var BuiltinPlugins = []string{"env", "fs"}
+
+func startPlugins(ctx context.Context, o Options, conn *grpc.ClientConn, t *target.Resolved, sessionID string,
+	log zerolog.Logger) (map[string]*runningPlugin, error) {
+	home, _ := os.UserHomeDir()
+	wd, _ := os.Getwd()
+	sess := &pluginv1.Session{Id: sessionID, Targetless: t == nil, Home: home, Workdir: wd}
+	if t != nil {
+		sess.Namespace, sess.Pod, sess.Container = t.Namespace, t.Pod, t.Container
+	}
+	out := map[string]*runningPlugin{}
+	for _, name := range BuiltinPlugins {
+		name := name
+		spec := pluginhost.Spec{Name: name, Command: func() *exec.Cmd {
+			cmd := exec.Command(o.Self, "plugin", name)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			return cmd
+		}}
+		p, err := pluginhost.Start(ctx, spec, conn, log)
+		if err != nil {
+			stopAll(out)
+			return nil, err
+		}
+		blocks := map[string][]byte{}
+		for _, b := range p.Info().Blocks {
+			if v, ok := o.Blocks[b]; ok {
+				blocks[b] = v
+			}
+		}
+		resp, err := p.Configure(ctx, &pluginv1.ConfigureRequest{Blocks: blocks, Session: sess})
+		if err != nil {
+			p.Stop()
+			stopAll(out)
+			return nil, fmt.Errorf("configure plugin %s: %w", name, err)
+		}
+		out[name] = &runningPlugin{Plugin: p, rules: resp.Rules, notes: resp.Notes}
+	}
+	return out, nil
+}
+
+func stopAll(m map[string]*runningPlugin) {
+	for _, p := range m {
+		p.Stop()
+	}
+}
+
+// computeEnv asks the env plugin for the command's environment.
+func computeEnv(ctx context.Context, p *pluginhost.Plugin) ([]string, error) {
+	var local []*pluginv1.EnvVar
+	for _, kv := range os.Environ() {
+		for i := 0; i < len(kv); i++ {
+			if kv[i] == '=' {
+				local = append(local, &pluginv1.EnvVar{Name: kv[:i], Value: kv[i+1:]})
+				break
+			}
+		}
+	}
+	var env []string
+	err := p.Call(ctx, func(ctx context.Context, c *sdk.Client) error {
+		resp, err := c.Env().Compute(ctx, &pluginv1.ComputeRequest{Local: local})
+		if err != nil {
+			return err
+		}
+		env = env[:0]
+		for _, v := range resp.Vars {
+			env = append(env, v.Name+"="+v.Value)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the target's environment: %w", err)
+	}
+	return env, nil
+}
+
+// decider adapts the fs plugin's gRPC client to files.Decider.
+type decider struct{ p *pluginhost.Plugin }
+
+func (d decider) Open(ctx context.Context, path string, flags int, mode uint32) (sdk.OpenDecision, error) {
+	var out sdk.OpenDecision
+	err := d.p.Call(ctx, func(ctx context.Context, c *sdk.Client) error {
+		r, err := c.Fs().Open(ctx, &pluginv1.OpenRequest{Path: path, Flags: int32(flags), Mode: mode})
+		if err == nil {
+			out = sdk.OpenDecision{Errno: int(r.Errno), Action: sdk.OpenAction(r.Action), Info: sdk.InfoFromPB(r.Info)}
+		}
+		return err
+	})
+	return out, err
+}
+
+func (d decider) Stat(ctx context.Context, path string, noFollow bool) (sdk.FileInfo, int, error) {
+	var fi sdk.FileInfo
+	var errno int
+	err := d.p.Call(ctx, func(ctx context.Context, c *sdk.Client) error {
+		r, err := c.Fs().Stat(ctx, &pluginv1.StatRequest{Path: path, NoFollow: noFollow})
+		if err == nil {
+			fi, errno = sdk.InfoFromPB(r.Info), int(r.Errno)
+		}
+		return err
+	})
+	return fi, errno, err
+}
+
+func (d decider) Readlink(ctx context.Context, path string) (string, int, error) {
+	var t string
+	var errno int
+	err := d.p.Call(ctx, func(ctx context.Context, c *sdk.Client) error {
+		r, err := c.Fs().Readlink(ctx, &pluginv1.PathRequest{Path: path})
+		if err == nil {
+			t, errno = r.Target, int(r.Errno)
+		}
+		return err
+	})
+	return t, errno, err
+}
+
+func (d decider) Access(ctx context.Context, path string, mode uint32) (int, error) {
+	var errno int
+	err := d.p.Call(ctx, func(ctx context.Context, c *sdk.Client) error {
+		r, err := c.Fs().Access(ctx, &pluginv1.AccessRequest{Path: path, Mode: mode})
+		if err == nil {
+			errno = int(r.Errno)
+		}
+		return err
+	})
+	return errno, err
+}
+
+// LaunchCommand is the hidden subcommand kwarp re-executes itself with to become the launcher.
+const LaunchCommand = "__launch"
+
+func newSessionID() string {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}

@@ -1,0 +1,147 @@
+package launcher
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/kwarp-dev/kwarp/layer/seccomp"
+	"golang.org/x/sys/unix"
+)
+
+// Run is the launcher: the re-executed kwarp calls it with its end of the socket (see
+// FromEnv), the command and the environment the command gets. It looks the command up in
+// env's PATH, installs the filter the parent sends, hands the listener over, waits for the
+// parent's ack and execs. It never returns: on failure it prints "kwarp: …" on stderr and
+// exits 127 (not found), 126 (not executable) or 3 (no filter).
+func Run(sock *os.File, argv []string, env []string) {
+	code, err := run(sock, argv, env)
+	fmt.Fprintf(os.Stderr, "kwarp: %v\n", err)
+	os.Exit(code)
+}
+
+// FromEnv returns the socket named by FDEnv, the launcher's end of the handshake.
+func FromEnv() (*os.File, error) {
+	v := os.Getenv(FDEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		return nil, fmt.Errorf("launcher: %s=%q does not name an inherited socket", FDEnv, v)
+	}
+	return os.NewFile(uintptr(fd), "kwarp-launcher"), nil
+}
+
+// WithoutLauncherEnv returns env without FDEnv, so the command does not inherit it.
+func WithoutLauncherEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, FDEnv+"=") {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func run(sock *os.File, argv []string, env []string) (int, error) {
+	if len(argv) == 0 {
+		return ExitSetup, errors.New("launcher: no command")
+	}
+	// The lookup runs before the filter: its stats are the launcher's business, not the
+	// session's. A missing command ends here, with the socket closed: the parent sees the
+	// launcher exit and takes its status.
+	path, err := lookPath(argv[0], envValue(env, "PATH"))
+	if err != nil {
+		var le *lookupError
+		errors.As(err, &le)
+		return le.code, err
+	}
+	raw, err := sock.SyscallConn()
+	if err != nil {
+		return ExitSetup, fmt.Errorf("launcher: socket: %w", err)
+	}
+	var fd int
+	raw.Control(func(f uintptr) { fd = int(f) })
+	// The command must not inherit the socket.
+	unix.CloseOnExec(fd)
+
+	buf := make([]byte, maxSetup)
+	n, _, _, _, err := unix.Recvmsg(fd, buf, nil, 0)
+	if err != nil {
+		return ExitSetup, fmt.Errorf("launcher: reading the setup: %w", err)
+	}
+	if n == 0 {
+		return ExitSetup, errors.New("launcher: the parent closed the socket before the setup")
+	}
+	st, err := decodeSetup(buf[:n])
+	if err != nil {
+		return ExitSetup, err
+	}
+
+	// From here this goroutine owns its OS thread for good: the filter is installed on this
+	// thread only, and the exec must happen on it. Nothing else runs on it in between but a
+	// channel wait.
+	runtime.LockOSThread()
+	listener, err := install(st)
+	if err != nil {
+		msg := append([]byte{msgFailed}, err.Error()...)
+		_ = unix.Sendmsg(fd, msg, nil, nil, 0)
+		return ExitSetup, err
+	}
+	// The handover runs on another goroutine, hence another thread, one without the filter.
+	handed := make(chan error, 1)
+	go func() { handed <- handOver(fd, listener) }()
+	err = <-handed
+	// The socket's *os.File must outlive its raw fd's use: its finalizer would close it.
+	runtime.KeepAlive(sock)
+	if err != nil {
+		return ExitSetup, err
+	}
+	err = unix.Exec(path, argv, env)
+	if errors.Is(err, unix.ENOENT) {
+		return ExitNotFound, fmt.Errorf("%s: %s", argv[0], errText(err))
+	}
+	return ExitNotExecutable, fmt.Errorf("%s: %s", argv[0], errText(err))
+}
+
+func install(st setup) (int, error) {
+	if err := seccomp.SetNoNewPrivs(); err != nil {
+		return -1, err
+	}
+	f := &seccomp.Filter{Program: st.program}
+	return seccomp.Install(f, st.waitKillable)
+}
+
+// handOver sends the listener to the parent and waits for its go-ahead.
+func handOver(sock, listener int) error {
+	defer unix.Close(listener)
+	if err := unix.Sendmsg(sock, []byte{msgListener}, unix.UnixRights(listener), nil, 0); err != nil {
+		return fmt.Errorf("launcher: sending the seccomp listener: %w", err)
+	}
+	var ack [1]byte
+	for {
+		n, _, _, _, err := unix.Recvmsg(sock, ack[:], nil, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("launcher: waiting for the supervisor: %w", err)
+		}
+		if n != 1 || ack[0] != msgGo {
+			return errors.New("launcher: the parent went away before its supervisor was ready")
+		}
+		return unix.Close(sock)
+	}
+}
+
+// envValue is the value of name in env, the last one winning as in getenv.
+func envValue(env []string, name string) string {
+	v := ""
+	for _, kv := range env {
+		if strings.HasPrefix(kv, name+"=") {
+			v = kv[len(name)+1:]
+		}
+	}
+	return v
+}

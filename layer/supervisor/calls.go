@@ -1,0 +1,429 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"os"
+	"runtime/debug"
+
+	"github.com/kwarp-dev/kwarp/layer"
+	"github.com/kwarp-dev/kwarp/layer/seccomp"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// kind is what the supervisor does with a trapped call.
+type kind uint8
+
+const (
+	kNone kind = iota // trapped, but not served here: CONTINUE
+	kOpen
+	kOpenat
+	kOpenat2
+	kCreat
+	kStat
+	kLstat
+	kNewfstatat
+	kStatx
+	kAccess
+	kFaccessat
+	kFaccessat2
+	kReadlink
+	kReadlinkat
+	kChdir
+	kExecve
+	kExecveat
+)
+
+var kindByName = map[string]kind{
+	"open": kOpen, "openat": kOpenat, "openat2": kOpenat2, "creat": kCreat,
+	"stat": kStat, "lstat": kLstat, "newfstatat": kNewfstatat, "statx": kStatx,
+	"access": kAccess, "faccessat": kFaccessat, "faccessat2": kFaccessat2,
+	"readlink": kReadlink, "readlinkat": kReadlinkat,
+	"chdir":  kChdir,
+	"execve": kExecve, "execveat": kExecveat,
+}
+
+// kindTable indexes the kinds by this architecture's syscall numbers: one slice load per call.
+func kindTable() []kind {
+	max := 0
+	for name := range kindByName {
+		if nr, ok := seccomp.Number(name); ok && nr > max {
+			max = nr
+		}
+	}
+	t := make([]kind, max+1)
+	for name, k := range kindByName {
+		if nr, ok := seccomp.Number(name); ok {
+			t[nr] = k
+		}
+	}
+	return t
+}
+
+// call is a trapped call's arguments, decoded for its kind.
+type call struct {
+	kind     kind
+	dirfd    int32  // AT_FDCWD for the calls without one
+	pathAddr uint64 // the path argument in the caller's memory
+	flags    int    // open(2) flags for the open family, AT_* flags for the *at calls
+	mode     uint32 // open mode, access mode
+	buf      uint64 // where the answer goes: struct stat, struct statx, readlink's buffer
+	size     int64  // readlink's bufsiz
+	mask     uint32 // statx's mask
+	howAddr  uint64 // openat2's struct open_how
+	howSize  uint64
+	argvAddr uint64
+	envpAddr uint64
+}
+
+// decode reads the register arguments. Ints are 32-bit in the kernel's signatures, so the
+// upper halves of the registers are ignored as the kernel ignores them.
+func decode(k kind, a *[6]uint64) call {
+	i32 := func(v uint64) int32 { return int32(uint32(v)) }
+	c := call{kind: k, dirfd: unix.AT_FDCWD}
+	switch k {
+	case kOpen:
+		c.pathAddr, c.flags, c.mode = a[0], int(i32(a[1])), uint32(a[2])
+	case kCreat:
+		c.pathAddr, c.flags, c.mode = a[0], unix.O_CREAT|unix.O_WRONLY|unix.O_TRUNC, uint32(a[1])
+	case kOpenat:
+		c.dirfd, c.pathAddr, c.flags, c.mode = i32(a[0]), a[1], int(i32(a[2])), uint32(a[3])
+	case kOpenat2:
+		c.dirfd, c.pathAddr, c.howAddr, c.howSize = i32(a[0]), a[1], a[2], a[3]
+	case kStat:
+		c.pathAddr, c.buf = a[0], a[1]
+	case kLstat:
+		c.pathAddr, c.buf, c.flags = a[0], a[1], unix.AT_SYMLINK_NOFOLLOW
+	case kNewfstatat:
+		c.dirfd, c.pathAddr, c.buf, c.flags = i32(a[0]), a[1], a[2], int(i32(a[3]))
+	case kStatx:
+		c.dirfd, c.pathAddr, c.flags, c.mask, c.buf = i32(a[0]), a[1], int(i32(a[2])), uint32(a[3]), a[4]
+	case kAccess:
+		c.pathAddr, c.mode = a[0], uint32(a[1])
+	case kFaccessat:
+		c.dirfd, c.pathAddr, c.mode = i32(a[0]), a[1], uint32(a[2])
+	case kFaccessat2:
+		c.dirfd, c.pathAddr, c.mode, c.flags = i32(a[0]), a[1], uint32(a[2]), int(i32(a[3]))
+	case kReadlink:
+		c.pathAddr, c.buf, c.size = a[0], a[1], int64(i32(a[2]))
+	case kReadlinkat:
+		c.dirfd, c.pathAddr, c.buf, c.size = i32(a[0]), a[1], a[2], int64(i32(a[3]))
+	case kChdir:
+		c.pathAddr = a[0]
+	case kExecve:
+		c.pathAddr, c.argvAddr, c.envpAddr = a[0], a[1], a[2]
+	case kExecveat:
+		c.dirfd, c.pathAddr, c.argvAddr, c.envpAddr, c.flags = i32(a[0]), a[1], a[2], a[3], int(i32(a[4]))
+	}
+	return c
+}
+
+// worker is one serving goroutine's state: the notification and every buffer a call needs, so
+// the common path allocates only the path string it hands to the Handler.
+type worker struct {
+	s       *Supervisor
+	n       seccomp.Notif
+	mem     memory
+	path    [pathMax]byte
+	link    [pathMax]byte
+	join    [2 * pathMax]byte
+	scratch [64]byte
+	stat    unix.Stat_t
+	statx   unix.Statx_t
+	arg     []byte // for exec's argv and envp strings, made on the first exec
+}
+
+func newWorker(s *Supervisor) *worker { return &worker{s: s} }
+
+// handle answers the call in w.n. Every path through it answers exactly once, or not at all
+// when the caller has gone (the kernel then has nothing to answer).
+func (s *Supervisor) handle(ctx context.Context, w *worker) {
+	n := &w.n
+	defer func() {
+		// A Handler that panics must not take the supervisor down: every process in the tree
+		// would see ENOSYS from then on. The call fails with EIO instead (if it was not
+		// answered yet; a second answer is refused by the kernel, harmlessly).
+		if r := recover(); r != nil {
+			s.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).Msg("supervisor: the Handler panicked; the call gets EIO")
+			s.stats.failed.Add(1)
+			s.replyErrno(n.ID, unix.EIO)
+		}
+	}()
+	nr := int(n.Data.Nr)
+	k := kNone
+	if nr >= 0 && nr < len(s.kinds) {
+		k = s.kinds[nr]
+	}
+	if k == kNone {
+		s.pass(n.ID)
+		return
+	}
+	c := decode(k, &n.Data.Args)
+	tid := int(n.Pid)
+
+	ln, err := w.mem.readString(tid, c.pathAddr, w.path[:])
+	if err == nil && ln == 0 && k == kExecveat && c.flags&unix.AT_EMPTY_PATH != 0 {
+		// fexecve: the program is the file dirfd refers to.
+		n, err := readlinkProc(tid, "fd/", int(c.dirfd), w.scratch[:], w.link[:])
+		if err == nil {
+			s.exec(w, &c, string(w.link[:n]))
+			return
+		}
+	}
+	if err != nil || ln == 0 {
+		// Unreadable (the kernel will say EFAULT or ENAMETOOLONG), or empty: with
+		// AT_EMPTY_PATH that is fstat/faccess of a real fd (or the cwd), without it ENOENT.
+		// Either way the kernel answers best.
+		s.pass(n.ID)
+		return
+	}
+	if k == kOpenat2 {
+		// struct open_how {u64 flags; u64 mode; u64 resolve}; RESOLVE_* flags are not
+		// honoured for remote paths (the Handler resolves inside the container).
+		var how [3]uint64
+		if c.howSize < 24 || w.mem.read(tid, c.howAddr, bytesOf(&how)) != nil {
+			s.pass(n.ID)
+			return
+		}
+		c.flags, c.mode = int(how[0]), uint32(how[1])
+	}
+	p, ok := w.resolve(tid, c.dirfd, w.path[:ln])
+	if !ok {
+		s.pass(n.ID)
+		return
+	}
+	if k == kExecve || k == kExecveat {
+		s.exec(w, &c, p)
+		return
+	}
+	// What was read is only known to be the caller's if the call is still waiting: the id
+	// proves the thread is stopped in this very call, so its TID was not reused.
+	if err := seccomp.IDValid(s.fd, n.ID); err != nil {
+		s.stats.gone.Add(1)
+		return
+	}
+	route := s.h.Route(p)
+	if e := s.log.Trace(); e.Enabled() {
+		e.Str("call", seccomp.Name(nr)).Int("tid", tid).Str("path", p).Stringer("route", route).Msg("trapped")
+	}
+	switch route {
+	case layer.Local:
+		s.stats.local.Add(1)
+		s.respond(seccomp.Resp{ID: n.ID, Flags: seccomp.FlagContinue})
+	case layer.NotFound:
+		s.stats.notFound.Add(1)
+		s.replyErrno(n.ID, unix.ENOENT)
+	case layer.Remote:
+		s.stats.remote.Add(1)
+		s.remote(ctx, w, &c, p)
+	default:
+		s.log.Error().Int("route", int(route)).Str("path", p).Msg("supervisor: Handler returned an unknown route; answering locally")
+		s.respond(seccomp.Resp{ID: n.ID, Flags: seccomp.FlagContinue})
+	}
+}
+
+// remote serves a Remote call through the Handler.
+func (s *Supervisor) remote(ctx context.Context, w *worker, c *call, p string) {
+	id, tid := w.n.ID, int(w.n.Pid)
+	log := s.log.Debug()
+	if log.Enabled() {
+		log = log.Str("call", seccomp.Name(int(w.n.Data.Nr))).Int("tid", tid).Str("path", p)
+	}
+	switch c.kind {
+	case kOpen, kOpenat, kOpenat2, kCreat:
+		f, err := s.h.Open(ctx, p, c.flags, c.mode)
+		if err != nil {
+			s.fail(id, p, "open", err, log)
+			return
+		}
+		s.install(id, f, p, c.flags, log)
+	case kStat, kLstat, kNewfstatat, kStatx:
+		st, err := s.h.Stat(ctx, p, c.flags&unix.AT_SYMLINK_NOFOLLOW != 0)
+		if err != nil {
+			s.fail(id, p, "stat", err, log)
+			return
+		}
+		w.stat = st
+		out := bytesOf(&w.stat)
+		if c.kind == kStatx {
+			toStatx(&w.stat, c.mask, &w.statx)
+			out = bytesOf(&w.statx)
+		}
+		s.writeAndReply(w, c.buf, out, 0, log)
+	case kReadlink, kReadlinkat:
+		if c.size <= 0 {
+			s.replyErrno(id, unix.EINVAL)
+			return
+		}
+		target, err := s.h.Readlink(ctx, p)
+		if err != nil {
+			s.fail(id, p, "readlink", err, log)
+			return
+		}
+		b := []byte(target)
+		if int64(len(b)) > c.size {
+			b = b[:c.size] // readlink(2) truncates silently
+		}
+		s.writeAndReply(w, c.buf, b, int64(len(b)), log)
+	case kAccess, kFaccessat, kFaccessat2:
+		if err := s.h.Access(ctx, p, c.mode); err != nil {
+			s.fail(id, p, "access", err, log)
+			return
+		}
+		log.Msg("remote access")
+		s.respond(seccomp.Resp{ID: id})
+	case kChdir:
+		// A process cannot be moved into a remote directory: its cwd must be a local one.
+		// chdir keeps its local meaning (and fails with ENOENT when no such local directory
+		// exists); files below a remote directory are reached by absolute or dirfd paths.
+		s.respond(seccomp.Resp{ID: id, Flags: seccomp.FlagContinue})
+	}
+}
+
+// install hands f to the process as the result of its open: ADDFD with SEND installs the fd
+// and completes the call in one step (5.14+), so no fd can leak into a caller that gave up;
+// before 5.14, ADDFD then SEND with the new number.
+func (s *Supervisor) install(id uint64, f *os.File, p string, flags int, log *zerolog.Event) {
+	defer f.Close()
+	var newFlags uint32
+	if flags&unix.O_CLOEXEC != 0 {
+		newFlags = unix.O_CLOEXEC
+	}
+	// Fd keeps f in blocking mode, which is what the process expects of a file anyway; f stays
+	// open (and its fd valid) until the deferred Close.
+	src := uint32(f.Fd())
+	s.rememberDir(int(src), p)
+	fd, err := s.addFD(id, src, newFlags)
+	switch {
+	case err == unix.ENOENT:
+		s.stats.gone.Add(1)
+	case err != nil:
+		// EMFILE and the like: the process's own limits; the call is still waiting.
+		s.fail(id, p, "open", err, log)
+	default:
+		log.Int("fd", fd).Msg("remote open")
+	}
+}
+
+// addFD installs src in the caller and completes its call with the new fd number.
+func (s *Supervisor) addFD(id uint64, src, newFlags uint32) (int, error) {
+	if !s.noSend.Load() {
+		a := seccomp.AddFD{ID: id, Flags: seccomp.AddFDSend, SrcFD: src, NewFDFlags: newFlags}
+		fd, err := seccomp.AddFDToTarget(s.fd, &a)
+		if err != unix.EINVAL {
+			return fd, err
+		}
+	}
+	a := seccomp.AddFD{ID: id, SrcFD: src, NewFDFlags: newFlags}
+	fd, err := seccomp.AddFDToTarget(s.fd, &a)
+	if err != nil {
+		return fd, err
+	}
+	if !s.noSend.Swap(true) {
+		s.log.Debug().Msg("supervisor: no ADDFD_FLAG_SEND on this kernel; installing and answering in two steps")
+	}
+	// If the caller gives up between these two steps, the fd stays in its table.
+	return fd, seccomp.Send(s.fd, &seccomp.Resp{ID: id, Val: int64(fd)})
+}
+
+// rememberDir records a directory the Handler materialised for p (see dirMap).
+func (s *Supervisor) rememberDir(fd int, p string) {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return
+	}
+	local, err := os.Readlink("/proc/self/fd/" + itoa(fd))
+	if err != nil || local == "" || local[0] != '/' || local == p {
+		return
+	}
+	s.dirs.add(local, p)
+}
+
+func itoa(v int) string { return string(appendInt(nil, v)) }
+
+// writeAndReply writes the answer into the caller's buffer and completes the call with val.
+// The id is checked once more first: the Handler may have taken a while, and the buffer must
+// still belong to the thread that asked.
+func (s *Supervisor) writeAndReply(w *worker, addr uint64, b []byte, val int64, log *zerolog.Event) {
+	id := w.n.ID
+	if err := seccomp.IDValid(s.fd, id); err != nil {
+		s.stats.gone.Add(1)
+		return
+	}
+	if err := w.mem.write(int(w.n.Pid), addr, b); err != nil {
+		s.stats.failed.Add(1)
+		s.replyErrno(id, unix.EFAULT)
+		return
+	}
+	log.Msg("remote answer")
+	s.respond(seccomp.Resp{ID: id, Val: val})
+}
+
+// exec reports an exec to the hook and lets it run.
+func (s *Supervisor) exec(w *worker, c *call, p string) {
+	id, tid := w.n.ID, int(w.n.Pid)
+	s.stats.exec.Add(1)
+	var argv, envp []string
+	if s.OnExec != nil {
+		if w.arg == nil {
+			w.arg = make([]byte, maxArgStrlen)
+		}
+		argv = w.mem.readStrings(tid, c.argvAddr, w.arg)
+		envp = w.mem.readStrings(tid, c.envpAddr, w.arg)
+	}
+	if err := seccomp.IDValid(s.fd, id); err != nil {
+		s.stats.gone.Add(1)
+		return
+	}
+	pid := tgid(tid)
+	s.log.Debug().Int("pid", pid).Int("tid", tid).Str("path", p).Int("argc", len(argv)).Msg("exec")
+	if s.OnExec != nil {
+		s.OnExec(pid, p, argv, envp)
+	}
+	s.respond(seccomp.Resp{ID: id, Flags: seccomp.FlagContinue})
+}
+
+// pass lets a trapped call run untouched without routing it.
+func (s *Supervisor) pass(id uint64) {
+	s.stats.passed.Add(1)
+	s.respond(seccomp.Resp{ID: id, Flags: seccomp.FlagContinue})
+}
+
+// fail answers a remote call whose Handler method failed: a unix.Errno (wrapped or not, as in
+// *os.PathError) reaches the process as is; anything else is an internal failure, logged, and
+// the process sees EIO.
+func (s *Supervisor) fail(id uint64, p, op string, err error, log *zerolog.Event) {
+	s.stats.failed.Add(1)
+	var errno unix.Errno
+	if !errors.As(err, &errno) || errno == 0 {
+		s.log.Warn().Err(err).Str("op", op).Str("path", p).Msg("supervisor: remote call failed; the process sees EIO")
+		errno = unix.EIO
+	}
+	log.Str("errno", errno.Error()).Msg("remote " + op + " failed")
+	s.replyErrno(id, errno)
+}
+
+func (s *Supervisor) replyErrno(id uint64, errno unix.Errno) {
+	s.respond(seccomp.Resp{ID: id, Error: -int32(errno)})
+}
+
+// respond sends an answer, retrying on EINTR; ENOENT means the caller stopped waiting (a signal
+// interrupted it, and the kernel will restart and trap the call again, or it died).
+func (s *Supervisor) respond(r seccomp.Resp) {
+	for {
+		err := seccomp.Send(s.fd, &r)
+		switch err {
+		case nil:
+			return
+		case unix.EINTR:
+			continue
+		case unix.ENOENT:
+			s.stats.gone.Add(1)
+			return
+		default:
+			s.log.Error().Err(err).Uint64("id", r.ID).Msg("supervisor: answering a trapped call")
+			return
+		}
+	}
+}

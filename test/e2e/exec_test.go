@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kwarp-dev/kwarp/test/kube"
+	"github.com/kwarp-dev/kwarp/test/testenv"
+)
+
+// contextProgram builds (where needed) one of testdata/context's programs and returns the
+// command that runs it.
+func contextProgram(t *testing.T, ctx context.Context, lang, dir string) []string {
+	t.Helper()
+	src, err := filepath.Abs("testdata/context")
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := func(name string, args ...string) {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, name, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build the %s program: %v\n%s", lang, err, out)
+		}
+	}
+	switch lang {
+	case "c":
+		build("gcc", "-O2", "-o", filepath.Join(dir, "context-c"), filepath.Join(src, "context.c"))
+		return []string{filepath.Join(dir, "context-c")}
+	case "python":
+		return []string{"python3", filepath.Join(src, "context.py")}
+	case "node":
+		return []string{"node", filepath.Join(src, "context.js")}
+	case "java":
+		build("javac", "-d", dir, filepath.Join(src, "Context.java"))
+		return []string{"java", "-cp", dir, "Context"}
+	case "go-static":
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "gocontext"), ".")
+		cmd.Dir = filepath.Join(src, "gocontext")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-mod=mod")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build the static Go program: %v\n%s", err, out)
+		}
+		return []string{filepath.Join(dir, "gocontext")}
+	case "shell":
+		return []string{"bash", filepath.Join(src, "context.sh")}
+	}
+	t.Fatalf("no program for %s", lang)
+	return nil
+}
+
+// TestExecGivesThePodsContext runs a program in each language under kwarp exec from the laptop
+// and checks it sees values only the target pod has: its env var, a ConfigMap file (through
+// the ConfigMap volume's symlink farm), its hostname and its service account namespace.
+func TestExecGivesThePodsContext(t *testing.T) {
+	ctx := kube.Context(t, 8*time.Minute)
+	ns := deploy(t, ctx, "exec", "sample")
+	pod, err := testenv.Env.RunningPodOf(ctx, ns, "sample")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"hello-from-the-pod", "marker=kwarp-sample-config-7f3a", pod.Name, ns, "size>0 1", "listed app.conf 1"}
+	for _, lang := range []string{"shell", "c", "python", "node", "java", "go-static"} {
+		t.Run(lang, func(t *testing.T) {
+			if lang != "shell" && lang != "go-static" && lang != "c" {
+				bin := map[string]string{"python": "python3", "node": "node", "java": "javac"}[lang]
+				if _, err := exec.LookPath(bin); err != nil {
+					t.Skipf("%s is not installed on this machine", bin)
+				}
+			}
+			dir := t.TempDir()
+			argv := contextProgram(t, ctx, lang, dir)
+			r := kwarpOnLaptop(t, ctx, nil, append([]string{"exec", "-n", ns, "-t", "deploy/sample", "--"}, argv...)...)
+			if r.code != 0 {
+				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			got := strings.Split(strings.TrimSpace(r.stdout), "\n")
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("%s under kwarp printed:\n%s\nwant:\n%s\nstderr:\n%s", lang, r.stdout, strings.Join(want, "\n"), r.stderr)
+			}
+			if strings.Contains(r.stdout, "kwarp:") {
+				t.Errorf("kwarp wrote to stdout, which is the command's: %q", r.stdout)
+			}
+		})
+	}
+	// the same program without kwarp, on the same laptop, sees none of it
+	t.Run("without kwarp", func(t *testing.T) {
+		out, _ := testenv.Laptop.Command(ctx, "bash", "testdata/context/context.sh").CombinedOutput()
+		if strings.Contains(string(out), "hello-from-the-pod") || strings.Contains(string(out), "marker=kwarp-sample") {
+			t.Fatalf("the laptop has the pod's context without kwarp; the test proves nothing:\n%s", out)
+		}
+	})
+}
+
+// TestExecStatusAndErrors checks the exit statuses a user's scripts rely on and the bad input
+// that must stop before the command runs.
+func TestExecStatusAndErrors(t *testing.T) {
+	ctx := kube.Context(t, 5*time.Minute)
+	ns := deploy(t, ctx, "execerr", "sample")
+	dir := t.TempDir()
+	badPolicy := filepath.Join(dir, "bad.hcl")
+	if err := os.WriteFile(badPolicy, []byte("fs {\n  mode = \"raed\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	marker := filepath.Join(dir, "ran")
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStderr []string
+	}{
+		{"exit status passes through", []string{"exec", "-n", ns, "-t", "deploy/sample", "--", "sh", "-c", "exit 7"}, 7, nil},
+		{"death by signal is 128+n", []string{"exec", "-n", ns, "-t", "deploy/sample", "--", "sh", "-c", "kill -TERM $$"}, 128 + 15, nil},
+		{"command not found", []string{"exec", "-n", ns, "-t", "deploy/sample", "--", "kwarp-no-such-command"}, 127, []string{"kwarp-no-such-command", "not found"}},
+		{"target that does not exist names the ones that do", []string{"exec", "-n", ns, "-t", "deploy/nope", "--", "touch", marker}, 3, []string{"nope", "sample"}},
+		{"unknown container names the containers", []string{"exec", "-n", ns, "-t", "deploy/sample", "-c", "nope", "--", "touch", marker}, 3, []string{"nope", "app", "istio-proxy"}},
+		{"bad target kind", []string{"exec", "-n", ns, "-t", "widget/sample", "--", "touch", marker}, 2, []string{"widget"}},
+		{"unknown fs mode", []string{"exec", "-n", ns, "-t", "deploy/sample", "--fs-mode", "sideways", "--", "touch", marker}, 2, []string{"sideways"}},
+		{"unknown flag", []string{"exec", "--frobnicate", "--", "touch", marker}, 2, []string{"frobnicate"}},
+		{"bad policy", []string{"exec", "-n", ns, "-t", "deploy/sample", "-f", badPolicy, "--", "touch", marker}, 2, []string{"bad.hcl:2:10", `mode = "raed"`, "^", `Did you mean "read"?`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := kwarpOnLaptop(t, ctx, nil, tt.args...)
+			if r.code != tt.wantCode {
+				t.Errorf("exit %d, want %d\nstderr:\n%s", r.code, tt.wantCode, r.stderr)
+			}
+			for _, w := range tt.wantStderr {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+				}
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Fatalf("the command ran although kwarp refused: %s exists", marker)
+			}
+		})
+	}
+}
+
+// TestExecLeavesNoProcesses checks that after a session no plugin or launcher of kwarp's is
+// left running.
+func TestExecLeavesNoProcesses(t *testing.T) {
+	ctx := kube.Context(t, 3*time.Minute)
+	ns := deploy(t, ctx, "execclean", "sample")
+	r := kwarpOnLaptop(t, ctx, nil, "exec", "-n", ns, "-t", "deploy/sample", "--", "true")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	kwarp := testenv.KwarpBinary(t)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := exec.Command("pgrep", "-f", kwarp).Output()
+		if len(strings.TrimSpace(string(out))) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kwarp processes left after the session: %s", out)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+

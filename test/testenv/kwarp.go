@@ -1,0 +1,91 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kwarp-dev/kwarp/internal/imagepack"
+	"github.com/kwarp-dev/kwarp/version"
+)
+
+// KwarpVersion is the version the e2e builds of kwarp and its agent carry. The CLI's default
+// agent image is version.AgentImageRepo:KwarpVersion, which AgentImage loads, so the CLI under
+// test starts the agent built from the same tree, never a stale image of another build.
+const KwarpVersion = "v0.0.0-e2e"
+
+var (
+	kwarpOnce sync.Once
+	kwarpPath string
+	kwarpErr  error
+
+	agentOnce  sync.Once
+	agentImage string
+	agentErr   error
+)
+
+func versionLDFlags() string {
+	return "-X github.com/kwarp-dev/kwarp/version.Version=" + KwarpVersion
+}
+
+// KwarpBinary builds cmd/kwarp into Bin once per run and returns its path. It also makes sure
+// the agent image that binary starts is loaded (AgentImage): a test that runs kwarp needs both.
+func KwarpBinary(t testing.TB) string {
+	t.Helper()
+	AgentImage(t)
+	kwarpOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		kwarpPath = filepath.Join(Bin, "kwarp")
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", versionLDFlags(), "-o", kwarpPath,
+			"github.com/kwarp-dev/kwarp/cmd/kwarp")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			kwarpErr = fmt.Errorf("go build cmd/kwarp: %w\n%s", err, out)
+		}
+	})
+	if kwarpErr != nil {
+		t.Fatal(kwarpErr)
+	}
+	return kwarpPath
+}
+
+// AgentImage builds cmd/kwarp-agent statically with KwarpVersion, packs it the way `make image`
+// does and loads it into the cluster, once per run. It returns the image reference.
+func AgentImage(t testing.TB) string {
+	t.Helper()
+	agentOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		dir, err := os.MkdirTemp("", "kwarp-e2e-agent-")
+		if err != nil {
+			agentErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		bin := filepath.Join(dir, "kwarp-agent")
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", versionLDFlags(), "-o", bin,
+			"github.com/kwarp-dev/kwarp/cmd/kwarp-agent")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			agentErr = fmt.Errorf("go build cmd/kwarp-agent: %w\n%s", err, out)
+			return
+		}
+		ref := version.AgentImageRepo + ":" + KwarpVersion
+		spec := imagepack.Spec{Ref: ref, Entrypoint: []string{"/kwarp-agent"}, Dirs: []string{"/tmp:1777"},
+			Files: []imagepack.File{{Src: bin, Dst: "/kwarp-agent"}}}
+		if err := Cluster.PackAndLoad(ctx, spec); err != nil {
+			agentErr = fmt.Errorf("agent image: %w", err)
+			return
+		}
+		agentImage = ref
+	})
+	if agentErr != nil {
+		t.Fatal(agentErr)
+	}
+	return agentImage
+}

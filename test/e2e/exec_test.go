@@ -165,4 +165,3 @@ func TestExecLeavesNoProcesses(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-

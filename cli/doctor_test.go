@@ -47,9 +47,13 @@ func TestDoctorUnreachable(t *testing.T) {
 	if code != ExitCluster {
 		t.Errorf("exit %d, want %d (stderr %q)", code, ExitCluster, errOut)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.Contains(l, " kernel ") { // the kernel's lines depend on the machine
+			lines = append(lines, l)
+		}
+	}
 	want := []string{
-		"INFO kernel: checked when `kwarp exec` lands",
 		"OK   agent image " + version.DefaultAgentImage() + " (this release's default)",
 		"FAIL API server " + server + ": cannot reach the API server at " + server,
 	}
@@ -61,8 +65,8 @@ func TestDoctorUnreachable(t *testing.T) {
 			t.Errorf("line %d %q\nwant prefix %q", i, lines[i], w)
 		}
 	}
-	if !strings.Contains(lines[2], " — ") {
-		t.Errorf("FAIL line without what to do: %q", lines[2])
+	if !strings.Contains(lines[1], " — ") {
+		t.Errorf("FAIL line without what to do: %q", lines[1])
 	}
 }
 

@@ -202,3 +202,21 @@ func versionAtLeast(release, want string) bool {
 	}
 	return ma > wa || ma == wa && mi >= wi
 }
+
+// FeatureStatus is one line of the feature report `kwarp doctor` prints.
+type FeatureStatus struct {
+	Name     string
+	Kernel   string // the mainline release that brought it
+	Required bool
+	Has      bool
+	Without  string // what the user gets without an optional feature
+}
+
+// Report lists every feature kwarp uses, whether this kernel has it, in featureTable order.
+func (f Features) Report() []FeatureStatus {
+	out := make([]FeatureStatus, 0, len(featureTable))
+	for _, ft := range featureTable {
+		out = append(out, FeatureStatus{Name: ft.name, Kernel: ft.kernel, Required: ft.required, Has: ft.has(f), Without: ft.without})
+	}
+	return out
+}

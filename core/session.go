@@ -179,7 +179,9 @@ func Run(ctx context.Context, o Options) (int, error) {
 	if fsRules.Default == sdk.RouteLocal && len(fsRules.Rules) == 0 {
 		trap = nil // fs mode local: nothing to trap
 	}
-	return launch(ctx, o, env, trap, features, handler, log)
+	code, err := launch(ctx, o, env, trap, features, handler, log)
+	handler.Flush()
+	return code, err
 }
 
 // launch starts the command under the filter and supervises it until it exits.

@@ -45,14 +45,21 @@ type Files struct {
 	scratch string
 	log     zerolog.Logger
 
-	mu   sync.Mutex
-	dirs map[string]string // remote dir → local materialised copy
+	mu     sync.Mutex
+	dirs   map[string]string // remote dir → local materialised copy
+	writes *writeBack
 }
 
 // New builds the handler. scratch must be a private directory the session removes at its end.
 func New(table *fsroute.Table, d Decider, agent agentv1.FsClient, scratch string, log zerolog.Logger) *Files {
-	return &Files{table: table, decider: d, agent: agent, scratch: scratch, log: log, dirs: map[string]string{}}
+	f := &Files{table: table, decider: d, agent: agent, scratch: scratch, log: log, dirs: map[string]string{}}
+	f.writes = newWriteBack(agent, scratch, func(err error) { log.Warn().Err(err).Msg("write-back to the target failed") })
+	return f
 }
+
+// Flush waits until every file the process closed after writing is in the pod. Call it once
+// the process tree has ended, before the agent connection closes.
+func (f *Files) Flush() { f.writes.flush() }
 
 var _ layer.Handler = (*Files)(nil)
 
@@ -77,7 +84,8 @@ func (f *Files) Open(ctx context.Context, path string, flags int, mode uint32) (
 		// the plugin sent it back here (a file the program creates in read mode)
 		return os.OpenFile(path, flags&^unix.O_CLOEXEC, os.FileMode(mode&0o7777))
 	case sdk.OpenWrite:
-		return nil, unix.EROFS // write-back to the pod lands with fs write mode
+		exists := d.Info.Mode != 0
+		return f.writes.open(ctx, path, flags, mode, exists, d.Info.Mode, f.readFile)
 	}
 	return nil, unix.EIO
 }

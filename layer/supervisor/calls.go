@@ -165,9 +165,9 @@ func (s *Supervisor) handle(ctx context.Context, w *worker) {
 	ln, err := w.mem.readString(tid, c.pathAddr, w.path[:])
 	if err == nil && ln == 0 && k == kExecveat && c.flags&unix.AT_EMPTY_PATH != 0 {
 		// fexecve: the program is the file dirfd refers to.
-		n, err := readlinkProc(tid, "fd/", int(c.dirfd), w.scratch[:], w.link[:])
+		l, err := readlinkProc(tid, "fd/", int(c.dirfd), w.scratch[:], w.link[:])
 		if err == nil {
-			s.exec(w, &c, string(w.link[:n]))
+			s.exec(w, &c, string(w.link[:l]))
 			return
 		}
 	}
@@ -233,6 +233,9 @@ func (s *Supervisor) remote(ctx context.Context, w *worker, c *call, p string) {
 	switch c.kind {
 	case kOpen, kOpenat, kOpenat2, kCreat:
 		f, err := s.h.Open(ctx, p, c.flags, c.mode)
+		if err == nil && f == nil {
+			err = errors.New("Handler.Open returned no file and no error")
+		}
 		if err != nil {
 			s.fail(id, p, "open", err, log)
 			return
@@ -397,8 +400,12 @@ func (s *Supervisor) fail(id uint64, p, op string, err error, log *zerolog.Event
 	s.stats.failed.Add(1)
 	var errno unix.Errno
 	if !errors.As(err, &errno) || errno == 0 {
-		s.log.Warn().Err(err).Str("op", op).Str("path", p).Msg("supervisor: remote call failed; the process sees EIO")
 		errno = unix.EIO
+		lvl := s.log.Warn()
+		if errors.Is(err, context.Canceled) {
+			lvl = s.log.Debug() // the supervisor is stopping: expected, not news
+		}
+		lvl.Err(err).Str("op", op).Str("path", p).Msg("supervisor: remote call failed; the process sees EIO")
 	}
 	log.Str("errno", errno.Error()).Msg("remote " + op + " failed")
 	s.replyErrno(id, errno)

@@ -165,3 +165,28 @@ func TestExecLeavesNoProcesses(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestExecWriteModeWritesToThePod: in fs mode write, a file the command writes appears in the
+// target container, and an existing file it appends to keeps its content.
+func TestExecWriteModeWritesToThePod(t *testing.T) {
+	ctx := kube.Context(t, 3*time.Minute)
+	ns := deploy(t, ctx, "execwrite", "sample")
+	pod, err := testenv.Env.RunningPodOf(ctx, ns, "sample")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "/kwarp-written-" + pod.Name + ".txt"
+	r := kwarpOnLaptop(t, ctx, nil, "exec", "-n", ns, "-t", "deploy/sample", "--fs-mode", "write", "--",
+		"sh", "-c", "echo first > "+name+" && echo second >> "+name+" && cat "+name)
+	if r.code != 0 || r.stdout != "first\nsecond\n" {
+		t.Fatalf("exit %d, stdout %q (want both lines read back)\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(name); err == nil {
+		os.Remove(name)
+		t.Fatalf("%s was written on this machine, not in the pod", name)
+	}
+	stdout, stderr, err := testenv.Env.Exec(ctx, ns, pod.Name, "app", []string{"/probe", "cat", name}, nil)
+	if err != nil || stdout != "first\nsecond\n" {
+		t.Fatalf("%s in the pod = %q (err %v, %s); want the two lines kwarp's command wrote", name, stdout, err, stderr)
+	}
+}

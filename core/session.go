@@ -17,6 +17,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"os/user"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -138,7 +140,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 	}
 	defer stopHold()
 
-	scratch, err := os.MkdirTemp("", "kwarp-session-")
+	scratch, err := newScratch()
 	if err != nil {
 		return 0, err
 	}
@@ -436,6 +438,36 @@ func (d decider) Access(ctx context.Context, path string, mode uint32) (int, err
 		return err
 	})
 	return errno, err
+}
+
+// scratchPrefix names a session's private directory; the owner's pid follows it, so a later
+// session can tell the directory of a kwarp that was killed (SIGKILL runs no cleanup) and
+// remove it.
+const scratchPrefix = "kwarp-session-"
+
+func newScratch() (string, error) {
+	removeStaleScratch(os.TempDir())
+	return os.MkdirTemp("", fmt.Sprintf("%s%d-", scratchPrefix, os.Getpid()))
+}
+
+// removeStaleScratch removes session directories whose kwarp is gone.
+func removeStaleScratch(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		var pid int
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), scratchPrefix) {
+			continue
+		}
+		if _, err := fmt.Sscanf(strings.TrimPrefix(e.Name(), scratchPrefix), "%d-", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // LaunchCommand is the hidden subcommand kwarp re-executes itself with to become the launcher.

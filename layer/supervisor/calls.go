@@ -140,16 +140,7 @@ func newWorker(s *Supervisor) *worker { return &worker{s: s} }
 // when the caller has gone (the kernel then has nothing to answer).
 func (s *Supervisor) handle(ctx context.Context, w *worker) {
 	n := &w.n
-	defer func() {
-		// A Handler that panics must not take the supervisor down: every process in the tree
-		// would see ENOSYS from then on. The call fails with EIO instead (if it was not
-		// answered yet; a second answer is refused by the kernel, harmlessly).
-		if r := recover(); r != nil {
-			s.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).Msg("supervisor: the Handler panicked; the call gets EIO")
-			s.stats.failed.Add(1)
-			s.replyErrno(n.ID, unix.EIO)
-		}
-	}()
+	defer s.recoverCall(n.ID)
 	nr := int(n.Data.Nr)
 	k := kNone
 	if nr >= 0 && nr < len(s.kinds) {
@@ -167,7 +158,7 @@ func (s *Supervisor) handle(ctx context.Context, w *worker) {
 		// fexecve: the program is the file dirfd refers to.
 		l, err := readlinkProc(tid, "fd/", int(c.dirfd), w.scratch[:], w.link[:])
 		if err == nil {
-			s.exec(w, &c, string(w.link[:l]))
+			s.execLater(w, c, string(w.link[:l]))
 			return
 		}
 	}
@@ -194,7 +185,7 @@ func (s *Supervisor) handle(ctx context.Context, w *worker) {
 		return
 	}
 	if k == kExecve || k == kExecveat {
-		s.exec(w, &c, p)
+		s.execLater(w, c, p)
 		return
 	}
 	// What was read is only known to be the caller's if the call is still waiting: the id
@@ -216,11 +207,17 @@ func (s *Supervisor) handle(ctx context.Context, w *worker) {
 		s.replyErrno(n.ID, unix.ENOENT)
 	case layer.Remote:
 		s.stats.remote.Add(1)
-		s.remote(ctx, w, &c, p)
+		s.remoteLater(ctx, w, c, p)
 	default:
 		s.log.Error().Int("route", int(route)).Str("path", p).Msg("supervisor: Handler returned an unknown route; answering locally")
 		s.respond(seccomp.Resp{ID: n.ID, Flags: seccomp.FlagContinue})
 	}
+}
+
+// remoteLater serves a Remote call on its own goroutine. (A function of its own so that c
+// only moves to the heap for Remote calls.)
+func (s *Supervisor) remoteLater(ctx context.Context, w *worker, c call, p string) {
+	s.spawn(w, func(w *worker) { s.remote(ctx, w, &c, p) })
 }
 
 // remote serves a Remote call through the Handler.
@@ -361,6 +358,27 @@ func (s *Supervisor) writeAndReply(w *worker, addr uint64, b []byte, val int64, 
 	}
 	log.Msg("remote answer")
 	s.respond(seccomp.Resp{ID: id, Val: val})
+}
+
+// recoverCall keeps a panicking Handler or hook from taking the supervisor down: every
+// process in the tree would see ENOSYS from then on. The call fails with EIO instead (if it
+// was not answered yet; a second answer is refused by the kernel, harmlessly).
+func (s *Supervisor) recoverCall(id uint64) {
+	if r := recover(); r != nil {
+		s.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).Msg("supervisor: the Handler panicked; the call gets EIO")
+		s.stats.failed.Add(1)
+		s.replyErrno(id, unix.EIO)
+	}
+}
+
+// execLater serves an exec: inline when there is no hook (a log line and CONTINUE), on its own
+// goroutine when there is one (reading argv and envp, and the hook, may take a while).
+func (s *Supervisor) execLater(w *worker, c call, p string) {
+	if s.OnExec == nil {
+		s.exec(w, &c, p)
+		return
+	}
+	s.spawn(w, func(w *worker) { s.exec(w, &c, p) })
 }
 
 // exec reports an exec to the hook and lets it run.

@@ -17,7 +17,8 @@
 //	  Remote    open family: Handler.Open, then NOTIF_ADDFD with ADDFD_FLAG_SEND (the fd lands
 //	            in the process and is the call's result, atomically; O_CLOEXEC as asked);
 //	            stat family: Handler.Stat, written with process_vm_writev as struct stat, or
-//	            struct statx with the fields the mask asks; readlink: the bytes, cut to
+//	            struct statx with every basic field, whatever the mask (as the kernel
+//	            does: ls asks STATX_MODE and reads the type too); readlink: the bytes, cut to
 //	            bufsiz; access: the errno
 //
 // The notification carries a TID, not a process id: memory and /proc are read per thread,

@@ -78,9 +78,9 @@ func (p *Plugin) Configure(_ context.Context, c sdk.Config) (sdk.Rules, error) {
 	}
 	p.cfg = cfg
 	var notes []string
-	if c.Session.Targetless && cfg.Mode != ModeLocal {
+	if c.Session.Targetless {
+		// nothing remote to read: every file is local (the core tells the user once)
 		cfg.Mode = ModeLocal
-		notes = append(notes, "targetless session: remote files are empty by design; files are local")
 	}
 	p.rules = BuildRules(cfg, c.Session.Home, c.Session.Workdir)
 	var err error

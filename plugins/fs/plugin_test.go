@@ -72,7 +72,7 @@ func TestTargetlessIsLocal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rules := r.Tables["fs"].(sdk.FsRules); rules.Default != sdk.RouteLocal || len(r.Notes) != 1 {
+	if rules := r.Tables["fs"].(sdk.FsRules); rules.Default != sdk.RouteLocal || len(rules.Rules) != 0 {
 		t.Fatalf("targetless rules %+v notes %v", rules, r.Notes)
 	}
 }

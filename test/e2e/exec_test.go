@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -188,5 +191,112 @@ func TestExecWriteModeWritesToThePod(t *testing.T) {
 	stdout, stderr, err := testenv.Env.Exec(ctx, ns, pod.Name, "app", []string{"/probe", "cat", name}, nil)
 	if err != nil || stdout != "first\nsecond\n" {
 		t.Fatalf("%s in the pod = %q (err %v, %s); want the two lines kwarp's command wrote", name, stdout, err, stderr)
+	}
+}
+
+// TestExecTargetless: without a target the session runs on an agent pod of its own; the
+// environment and remote files are empty by design, and kwarp says so once on stderr.
+func TestExecTargetless(t *testing.T) {
+	ctx := kube.Context(t, 3*time.Minute)
+	ns := testenv.Env.NewNamespace(t, "targetless")
+	r := kwarpOnLaptop(t, ctx, nil, "exec", "-n", ns, "--", "sh", "-c", `echo "G=${GREETING:-unset}"; cat /etc/hostname`)
+	host, _ := os.Hostname()
+	if r.code != 0 || r.stdout != "G=unset\n"+host+"\n" {
+		t.Fatalf("exit %d stdout %q; want no pod env and this machine's hostname\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if strings.Count(r.stderr, "targetless session") != 1 {
+		t.Errorf("stderr should say once that the session is targetless:\n%s", r.stderr)
+	}
+}
+
+// TestExecKilledLeavesNothing: after SIGKILL of kwarp its command, plugins and session
+// directory are gone, and the agent pod is gone once its lease (agent.ttl) has passed.
+func TestExecKilledLeavesNothing(t *testing.T) {
+	ctx := kube.Context(t, 4*time.Minute)
+	ns := deploy(t, ctx, "execkill", "sample")
+	dir := t.TempDir()
+	policy := filepath.Join(dir, "kwarp.hcl")
+	if err := os.WriteFile(policy, []byte("agent {\n  ttl = \"2s\"\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mark := "kwarp-killed-test-" + ns
+	cmd := testenv.Laptop.Command(ctx, testenv.KwarpBinary(t), "exec", "-n", ns, "-t", "deploy/sample", "-f", policy, "--",
+		"sh", "-c", "cat /etc/hostname; exec sleep 300 "+mark)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// the pod's hostname on stdout: the session is up and the command runs
+	buf := make([]byte, 256)
+	if n, err := stdout.Read(buf); err != nil || !strings.HasPrefix(string(buf[:n]), "sample-") {
+		t.Fatalf("first output %q, err %v", buf[:n], err)
+	}
+	kwarpPID := findPID(t, testenv.KwarpBinary(t)+" exec")
+	if err := syscall.Kill(kwarpPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	waitGone(t, 5*time.Second, "sleep "+mark)
+	waitGone(t, 5*time.Second, testenv.KwarpBinary(t)+" plugin")
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("kwarp-session-%d-*", kwarpPID))); len(left) > 0 {
+		// a later session removes a killed session's directory
+		r := kwarpOnLaptop(t, ctx, nil, "exec", "-n", ns, "-t", "deploy/sample", "--", "true")
+		if r.code != 0 {
+			t.Fatalf("second session: %s", r)
+		}
+		if left, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("kwarp-session-%d-*", kwarpPID))); len(left) > 0 {
+			t.Errorf("session directory of the killed kwarp left behind: %v", left)
+		}
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		pods, err := testenv.Env.PodsOf(ctx, ns, "app.kubernetes.io/name=kwarp-agent")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pods) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent pod %s still there 90s after kwarp was killed (lease 2s)", pods[0].Name)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// findPID is the pid of the one process whose command line starts with prefix.
+func findPID(t *testing.T, prefix string) int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if strings.HasPrefix(strings.ReplaceAll(string(b), "\x00", " "), prefix) {
+			return pid
+		}
+	}
+	t.Fatalf("no process %q", prefix)
+	return 0
+}
+
+// waitGone waits until no process's command line contains s.
+func waitGone(t *testing.T, d time.Duration, s string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		out, _ := exec.Command("pgrep", "-f", s).Output()
+		if strings.TrimSpace(string(out)) == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("process %q still running (pids %s)", s, strings.Fields(string(out)))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -1,0 +1,43 @@
+package core
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+func TestStaleScratchRemoved(t *testing.T) {
+	dir := t.TempDir()
+	// a pid that is surely gone: a child we started and reaped
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	dead := filepath.Join(dir, scratchPrefix+strconv.Itoa(cmd.Process.Pid)+"-abc")
+	alive := filepath.Join(dir, scratchPrefix+strconv.Itoa(os.Getpid())+"-def")
+	other := filepath.Join(dir, "kwarp-session-notapid")
+	for _, d := range []string{dead, alive, other} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	removeStaleScratch(dir)
+	for d, want := range map[string]bool{dead: false, alive: true, other: true} {
+		if _, err := os.Stat(d); (err == nil) != want {
+			t.Errorf("%s exists=%v, want %v", filepath.Base(d), err == nil, want)
+		}
+	}
+}
+
+func TestWaitStatus(t *testing.T) {
+	for _, tt := range []struct {
+		script string
+		want   int
+	}{{"exit 0", 0}, {"exit 7", 7}, {"kill -TERM $$", 143}, {"kill -KILL $$", 137}} {
+		if got := waitStatus(exec.Command("sh", "-c", tt.script).Run()); got != tt.want {
+			t.Errorf("%s: status %d, want %d", tt.script, got, tt.want)
+		}
+	}
+}

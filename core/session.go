@@ -163,7 +163,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 		}
 	}
 
-	env, err := computeEnv(ctx, plugins["env"].Plugin)
+	env, imported, err := computeEnv(ctx, plugins["env"].Plugin)
 	if err != nil {
 		return 0, clusterErr("%w", err)
 	}
@@ -177,18 +177,22 @@ func Run(ctx context.Context, o Options) (int, error) {
 	}
 	handler := files.New(table, decider{plugins["fs"].Plugin}, agentv1.NewFsClient(conn), scratch, log)
 
-	trap := append([]string{}, seccomp.FileSyscalls...)
-	if fsRules.Default == sdk.RouteLocal && len(fsRules.Rules) == 0 {
-		trap = nil // fs mode local: nothing to trap
+	var trap []string
+	if fsRules.Default != sdk.RouteLocal || len(fsRules.Rules) > 0 {
+		trap = append(trap, seccomp.FileSyscalls...) // fs mode local traps no path call
 	}
-	code, err := launch(ctx, o, env, trap, features, handler, log)
+	restore := restorer(env, imported)
+	if restore != nil {
+		trap = append(trap, seccomp.ExecSyscalls...)
+	}
+	code, err := launch(ctx, o, env, trap, features, handler, restore, log)
 	handler.Flush()
 	return code, err
 }
 
 // launch starts the command under the filter and supervises it until it exits.
 func launch(ctx context.Context, o Options, env []string, trap []string, features layer.Features,
-	h layer.Handler, log zerolog.Logger) (int, error) {
+	h layer.Handler, restore func(int, string, []string) []string, log zerolog.Logger) (int, error) {
 	filter, err := seccomp.NewFilter(trap)
 	if err != nil {
 		return 0, err
@@ -224,6 +228,10 @@ func launch(ctx context.Context, o Options, env []string, trap []string, feature
 	}
 	sctx, stopSup := context.WithCancel(context.Background())
 	sup := supervisor.New(listener, h, log)
+	sup.ExecEnv, sup.WaitKillable = restore, features.WaitKillableRecv
+	if restore != nil && !features.WaitKillableRecv {
+		log.Warn().Msg("this kernel lacks WAIT_KILLABLE_RECV (Linux 5.19): children whose launcher drops the environment will not get the pod's variables back")
+	}
 	supDone := make(chan error, 1)
 	go func() { supDone <- sup.Serve(sctx) }()
 	if err := handoff.Release(); err != nil {
@@ -358,8 +366,47 @@ func stopAll(m map[string]*runningPlugin) {
 	}
 }
 
-// computeEnv asks the env plugin for the command's environment.
-func computeEnv(ctx context.Context, p *pluginhost.Plugin) ([]string, error) {
+// restorer returns the layer's ExecEnv hook: an exec whose environment lacks variables that
+// came from the pod gets them back; variables the launcher set itself win. nil when nothing
+// came from the pod.
+func restorer(env, imported []string) func(int, string, []string) []string {
+	if len(imported) == 0 {
+		return nil
+	}
+	values := map[string]string{}
+	for _, kv := range env {
+		if i := strings.IndexByte(kv, '='); i > 0 {
+			values[kv[:i]] = kv
+		}
+	}
+	var want []string
+	for _, name := range imported {
+		if kv, ok := values[name]; ok {
+			want = append(want, kv)
+		}
+	}
+	return func(_ int, _ string, envp []string) []string {
+		have := make(map[string]bool, len(envp))
+		for _, kv := range envp {
+			if i := strings.IndexByte(kv, '='); i > 0 {
+				have[kv[:i]] = true
+			}
+		}
+		var missing []string
+		for _, kv := range want {
+			if !have[kv[:strings.IndexByte(kv, '=')]] {
+				missing = append(missing, kv)
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		return append(append([]string{}, envp...), missing...)
+	}
+}
+
+// computeEnv asks the env plugin for the command's environment and the names it imported.
+func computeEnv(ctx context.Context, p *pluginhost.Plugin) ([]string, []string, error) {
 	var local []*pluginv1.EnvVar
 	for _, kv := range os.Environ() {
 		for i := 0; i < len(kv); i++ {
@@ -369,7 +416,7 @@ func computeEnv(ctx context.Context, p *pluginhost.Plugin) ([]string, error) {
 			}
 		}
 	}
-	var env []string
+	var env, imported []string
 	err := p.Call(ctx, func(ctx context.Context, c *sdk.Client) error {
 		resp, err := c.Env().Compute(ctx, &pluginv1.ComputeRequest{Local: local})
 		if err != nil {
@@ -379,12 +426,13 @@ func computeEnv(ctx context.Context, p *pluginhost.Plugin) ([]string, error) {
 		for _, v := range resp.Vars {
 			env = append(env, v.Name+"="+v.Value)
 		}
+		imported = resp.Imported
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("the target's environment: %w", err)
+		return nil, nil, fmt.Errorf("the target's environment: %w", err)
 	}
-	return env, nil
+	return env, imported, nil
 }
 
 // decider adapts the fs plugin's gRPC client to files.Decider.

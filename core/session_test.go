@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -39,5 +40,22 @@ func TestWaitStatus(t *testing.T) {
 		if got := waitStatus(exec.Command("sh", "-c", tt.script).Run()); got != tt.want {
 			t.Errorf("%s: status %d, want %d", tt.script, got, tt.want)
 		}
+	}
+}
+
+func TestRestorer(t *testing.T) {
+	if restorer([]string{"A=1"}, nil) != nil {
+		t.Fatal("nothing imported: no hook (and no exec trapping)")
+	}
+	r := restorer([]string{"PATH=/bin", "GREETING=pod", "DB=postgres://x"}, []string{"GREETING", "DB"})
+	if got := r(1, "/bin/sh", []string{"PATH=/bin", "GREETING=pod", "DB=postgres://x"}); got != nil {
+		t.Errorf("complete env rewritten: %v", got)
+	}
+	got := r(1, "/bin/sh", []string{"GREETING=mine"})
+	if strings.Join(got, ",") != "GREETING=mine,DB=postgres://x" {
+		t.Errorf("stripped env restored to %v; want the launcher's GREETING kept and DB added", got)
+	}
+	if got := r(1, "/bin/sh", nil); strings.Join(got, ",") != "GREETING=pod,DB=postgres://x" {
+		t.Errorf("empty env restored to %v", got)
 	}
 }

@@ -132,13 +132,16 @@ type worker struct {
 	stat    unix.Stat_t
 	statx   unix.Statx_t
 	arg     []byte // for exec's argv and envp strings, made on the first exec
+
+	handedOver bool // this call made a new receiver; the current one ends after it
 }
 
 func newWorker(s *Supervisor) *worker { return &worker{s: s} }
 
 // handle answers the call in w.n. Every path through it answers exactly once, or not at all
-// when the caller has gone (the kernel then has nothing to answer).
-func (s *Supervisor) handle(ctx context.Context, w *worker) {
+// when the caller has gone (the kernel then has nothing to answer). Before a call that may
+// block it hands the receiver role on (w.handedOver).
+func (s *Supervisor) handle(ctx context.Context, w *worker, st *serving) {
 	n := &w.n
 	defer s.recoverCall(n.ID)
 	nr := int(n.Data.Nr)
@@ -158,7 +161,7 @@ func (s *Supervisor) handle(ctx context.Context, w *worker) {
 		// fexecve: the program is the file dirfd refers to.
 		l, err := readlinkProc(tid, "fd/", int(c.dirfd), w.scratch[:], w.link[:])
 		if err == nil {
-			s.execLater(w, c, string(w.link[:l]))
+			s.exec(ctx, w, st, &c, string(w.link[:l]))
 			return
 		}
 	}
@@ -185,7 +188,7 @@ func (s *Supervisor) handle(ctx context.Context, w *worker) {
 		return
 	}
 	if k == kExecve || k == kExecveat {
-		s.execLater(w, c, p)
+		s.exec(ctx, w, st, &c, p)
 		return
 	}
 	// What was read is only known to be the caller's if the call is still waiting: the id
@@ -207,17 +210,12 @@ func (s *Supervisor) handle(ctx context.Context, w *worker) {
 		s.replyErrno(n.ID, unix.ENOENT)
 	case layer.Remote:
 		s.stats.remote.Add(1)
-		s.remoteLater(ctx, w, c, p)
+		s.handOver(ctx, w, st)
+		s.remote(ctx, w, &c, p)
 	default:
 		s.log.Error().Int("route", int(route)).Str("path", p).Msg("supervisor: Handler returned an unknown route; answering locally")
 		s.respond(seccomp.Resp{ID: n.ID, Flags: seccomp.FlagContinue})
 	}
-}
-
-// remoteLater serves a Remote call on its own goroutine. (A function of its own so that c
-// only moves to the heap for Remote calls.)
-func (s *Supervisor) remoteLater(ctx context.Context, w *worker, c call, p string) {
-	s.spawn(w, func(w *worker) { s.remote(ctx, w, &c, p) })
 }
 
 // remote serves a Remote call through the Handler.
@@ -365,28 +363,20 @@ func (s *Supervisor) writeAndReply(w *worker, addr uint64, b []byte, val int64, 
 // was not answered yet; a second answer is refused by the kernel, harmlessly).
 func (s *Supervisor) recoverCall(id uint64) {
 	if r := recover(); r != nil {
-		s.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).Msg("supervisor: the Handler panicked; the call gets EIO")
+		s.log.Error().Interface("panic", r).Str("stack", string(debug.Stack())).Msg("supervisor: the Handler or OnExec panicked; the call gets EIO")
 		s.stats.failed.Add(1)
 		s.replyErrno(id, unix.EIO)
 	}
 }
 
-// execLater serves an exec: inline when there is no hook (a log line and CONTINUE), on its own
-// goroutine when there is one (reading argv and envp, and the hook, may take a while).
-func (s *Supervisor) execLater(w *worker, c call, p string) {
-	if s.OnExec == nil {
-		s.exec(w, &c, p)
-		return
-	}
-	s.spawn(w, func(w *worker) { s.exec(w, &c, p) })
-}
-
-// exec reports an exec to the hook and lets it run.
-func (s *Supervisor) exec(w *worker, c *call, p string) {
+// exec reports an exec to the hook and lets it run. With a hook it hands the receiver role on
+// first: reading argv and envp, and the hook, may take a while.
+func (s *Supervisor) exec(ctx context.Context, w *worker, st *serving, c *call, p string) {
 	id, tid := w.n.ID, int(w.n.Pid)
 	s.stats.exec.Add(1)
 	var argv, envp []string
-	if s.OnExec != nil {
+	if s.OnExec != nil || s.ExecEnv != nil {
+		s.handOver(ctx, w, st)
 		if w.arg == nil {
 			w.arg = make([]byte, maxArgStrlen)
 		}
@@ -401,6 +391,15 @@ func (s *Supervisor) exec(w *worker, c *call, p string) {
 	s.log.Debug().Int("pid", pid).Int("tid", tid).Str("path", p).Int("argc", len(argv)).Msg("exec")
 	if s.OnExec != nil {
 		s.OnExec(pid, p, argv, envp)
+	}
+	if s.ExecEnv != nil && s.WaitKillable {
+		if env := s.ExecEnv(pid, p, envp); env != nil && s.rewrites.attempt(tid) {
+			if err := s.rewriteEnv(id, tid, env); err != nil {
+				s.log.Warn().Err(err).Int("pid", pid).Str("path", p).Msg("could not restore the environment of an exec")
+			}
+			return // answered by rewriteEnv; the restarted exec traps again
+		}
+		s.rewrites.done(tid)
 	}
 	s.respond(seccomp.Resp{ID: id, Flags: seccomp.FlagContinue})
 }

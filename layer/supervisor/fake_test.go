@@ -33,6 +33,7 @@ type fakeFS struct {
 	opens     atomic.Int64
 	blocked   chan struct{} // closed when a blocking Open starts
 	blockOnce sync.Once
+	gate      chan struct{} // Open of /kwarp-remote/block/gate waits for it to close
 }
 
 type node struct {
@@ -60,6 +61,7 @@ func newFakeFS(dirsDir string) *fakeFS {
 		block:    map[string]bool{},
 		dirs:     map[string]string{},
 		blocked:  make(chan struct{}),
+		gate:     make(chan struct{}),
 		nodes: map[string]*node{
 			"/kwarp-remote":                     {mode: unix.S_IFDIR | 0o755},
 			"/kwarp-remote/etc":                 {mode: unix.S_IFDIR | 0o755},
@@ -73,6 +75,7 @@ func newFakeFS(dirsDir string) *fakeFS {
 			"/kwarp-remote/bench/4k":            {mode: unix.S_IFREG | 0o644, content: strings.Repeat("k", 4096)},
 			"/kwarp-remote/slow/app.conf":       {mode: unix.S_IFREG | 0o644, content: appConf},
 			"/kwarp-remote/block/forever":       {mode: unix.S_IFREG | 0o644, content: "never"},
+			"/kwarp-remote/block/gate":          {mode: unix.S_IFREG | 0o644, content: "through the gate"},
 			"/kwarp-remote/bench":               {mode: unix.S_IFDIR | 0o755},
 			"/kwarp-remote/slow":                {mode: unix.S_IFDIR | 0o755},
 			"/kwarp-remote/block":               {mode: unix.S_IFDIR | 0o755},
@@ -132,6 +135,13 @@ func (f *fakeFS) Open(ctx context.Context, p string, flags int, mode uint32) (*o
 		f.blockOnce.Do(func() { close(f.blocked) })
 		<-ctx.Done()
 		return nil, ctx.Err()
+	}
+	if p == "/kwarp-remote/block/gate" {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	if flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_CREAT != 0 {
 		return nil, unix.EROFS

@@ -82,24 +82,6 @@ func TestWriteMemory(t *testing.T) {
 	}
 }
 
-func TestReadStrings(t *testing.T) {
-	strs := []string{"bash\x00", "-c\x00", "echo hi\x00"}
-	var ptrs []uint64
-	var keep [][]byte
-	for _, s := range strs {
-		b := []byte(s)
-		keep = append(keep, b)
-		ptrs = append(ptrs, addr(b))
-	}
-	ptrs = append(ptrs, 0)
-	var m memory
-	got := m.readStrings(os.Getpid(), uint64(uintptr(unsafe.Pointer(&ptrs[0]))), make([]byte, 64))
-	if strings.Join(got, "|") != "bash|-c|echo hi" {
-		t.Errorf("readStrings = %q", got)
-	}
-	_ = keep
-}
-
 func TestDirMapTranslate(t *testing.T) {
 	var d dirMap
 	if d.active() {

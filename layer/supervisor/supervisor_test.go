@@ -313,6 +313,55 @@ func TestOnExec(t *testing.T) {
 	}
 }
 
+// TestSlowRemoteCallDoesNotStallOthers: while one thread waits for a Handler that has not
+// answered, the process's other threads keep going, local and remote calls alike.
+func TestSlowRemoteCallDoesNotStallOthers(t *testing.T) {
+	requireLayer(t)
+	prog := goProbe(t)
+	fs := newFakeFS(t.TempDir())
+	r := runUnder(t, fs, []string{prog, "concurrent:/kwarp-remote/block/gate:/kwarp-remote/etc/app.conf"}, runOpts{
+		during: func(cmd *exec.Cmd, stop func() error) {
+			defer close(fs.gate)
+			deadline := time.Now().Add(30 * time.Second)
+			for !strings.Contains(cmd.Stdout.(interface{ String() string }).String(), "fast done") {
+				if time.Now().After(deadline) {
+					t.Error("the other thread's calls did not go through while one call waited")
+					return
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		},
+	})
+	if r.code() != 0 {
+		t.Fatalf("exit %v; stderr: %s", r.state, r.stderr)
+	}
+	if got := lines(r.stdout)["concurrent:/kwarp-remote/block/gate:/kwarp-remote/etc/app.conf"]; got != `slow "through the gate"` {
+		t.Errorf("slow read: %q", got)
+	}
+}
+
+// TestPanickingHook: a hook (or Handler) that panics fails that one call with EIO; the
+// supervisor goes on serving the tree.
+func TestPanickingHook(t *testing.T) {
+	requireLayer(t)
+	r := runUnder(t, newFakeFS(t.TempDir()), []string{"bash", "-c", "/bin/true; echo after $?; cat /kwarp-remote/etc/sub/nested.txt"}, runOpts{
+		onExec: func(pid int, path string, argv, envp []string) {
+			if path == "/bin/true" {
+				panic("hook bug")
+			}
+		},
+	})
+	if r.code() != 0 {
+		t.Fatalf("exit %v; stderr: %s", r.state, r.stderr)
+	}
+	if want := "after 126\nnested\n"; r.stdout != want {
+		t.Errorf("stdout %q, want %q (stderr %q)", r.stdout, want, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "Input/output error") {
+		t.Errorf("stderr %q: bash should report the failed exec", r.stderr)
+	}
+}
+
 // TestSlowHandlerWithSignals is the livelock guard: a 2 ms interval timer interrupts a process
 // whose open the Handler answers in 150 ms. Without WAIT_KILLABLE_RECV every signal aborts the
 // notification and restarts the call, which then never completes.

@@ -300,3 +300,19 @@ func waitGone(t *testing.T, d time.Duration, s string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestExecSurvivesLaunchersThatStripTheEnvironment: a child exec'd without the pod's variables
+// gets them back (only those; PATH stays the child's own), and a value the launcher set itself
+// wins.
+func TestExecSurvivesLaunchersThatStripTheEnvironment(t *testing.T) {
+	ctx := kube.Context(t, 3*time.Minute)
+	ns := deploy(t, ctx, "execenv", "sample")
+	script := `env -i /bin/sh -c 'echo "1 $GREETING ${HOME:-nohome}"'
+env -i GREETING=mine /bin/sh -c 'echo "2 $GREETING $DATABASE_URL"'
+python3 -c 'import subprocess; subprocess.run(["/bin/sh", "-c", "echo 3 $GREETING"], env={})'`
+	r := kwarpOnLaptop(t, ctx, nil, "exec", "-n", ns, "-t", "deploy/sample", "--", "bash", "-c", script)
+	want := "1 hello-from-the-pod nohome\n2 mine postgres://db.sample.svc:5432/app\n3 hello-from-the-pod\n"
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("exit %d, stdout:\n%s\nwant:\n%s\nstderr: %s", r.code, r.stdout, want, r.stderr)
+	}
+}

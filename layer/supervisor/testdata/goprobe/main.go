@@ -84,6 +84,26 @@ func do(op, p string) string {
 			return e
 		}
 		return fmt.Sprintf("ok %d", len(want))
+	case "concurrent":
+		// concurrent:SLOW:FAST — read SLOW on one goroutine while FAST is read 20 times on
+		// another; "fast done" is printed before waiting for SLOW.
+		slow, fast, _ := strings.Cut(p, ":")
+		done := make(chan string)
+		go func() {
+			b, err := os.ReadFile(slow)
+			if err != nil {
+				done <- errText(err)
+				return
+			}
+			done <- fmt.Sprintf("%q", b)
+		}()
+		for range 20 {
+			if _, err := os.ReadFile(fast); err != nil {
+				return errText(err)
+			}
+		}
+		fmt.Println("fast done")
+		return "slow " + <-done
 	case "access":
 		if err := syscall.Access(p, 4 /* R_OK */); err != nil {
 			return errText(err)

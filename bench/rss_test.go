@@ -1,0 +1,110 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// proc is a process as /proc shows it.
+type proc struct {
+	pid  int
+	argv []string
+}
+
+// processes lists the processes of this machine (the host PID namespace: the agent, which runs
+// with hostPID on this node, is among them).
+func processes() []proc {
+	ents, _ := os.ReadDir("/proc")
+	var out []proc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || len(b) == 0 {
+			continue // gone, or a kernel thread
+		}
+		out = append(out, proc{pid: pid, argv: strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")})
+	}
+	return out
+}
+
+// vmHWM is the process's peak resident set ("VmHWM" in /proc/PID/status) in KiB.
+func vmHWM(pid int) (int64, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, false
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			f := strings.Fields(rest) // "12345 kB"
+			if len(f) > 0 {
+				n, err := strconv.ParseInt(f[0], 10, 64)
+				return n, err == nil
+			}
+		}
+	}
+	return 0, false
+}
+
+// peaks runs cmd to its end while it samples, every 100 ms, the VmHWM of every process match
+// selects, and returns each process's last (highest) VmHWM in KiB by pid. A process that lives
+// less than 100 ms may be missed; kwarp's processes all live as long as the session.
+func peaks(cmd *exec.Cmd, match func(argv []string) bool) (map[int]int64, error) {
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	hwm := map[int]int64{}
+	sample := func() {
+		for _, p := range processes() {
+			if !match(p.argv) {
+				continue
+			}
+			if kb, ok := vmHWM(p.pid); ok && kb > hwm[p.pid] {
+				hwm[p.pid] = kb
+			}
+		}
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		sample()
+		select {
+		case err := <-done:
+			return hwm, err
+		case <-tick.C:
+		}
+	}
+}
+
+// agentHWM is the VmHWM in KiB of the agent of pod podUID: the process whose command line
+// starts with /kwarp-agent and whose cgroup is that pod's (the cgroupfs driver writes the UID
+// with dashes, the systemd driver with underscores). It reports how many agent processes it
+// saw in all, to explain a miss.
+func agentHWM(podUID string) (kb int64, pid, agents int) {
+	ids := []string{"pod" + podUID, "pod" + strings.ReplaceAll(podUID, "-", "_")}
+	for _, p := range processes() {
+		if p.argv[0] != "/kwarp-agent" {
+			continue
+		}
+		agents++
+		cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", p.pid))
+		if err != nil || !(bytes.Contains(cg, []byte(ids[0])) || bytes.Contains(cg, []byte(ids[1]))) {
+			continue
+		}
+		if v, ok := vmHWM(p.pid); ok {
+			return v, p.pid, agents
+		}
+	}
+	return 0, 0, agents
+}

@@ -89,7 +89,7 @@ proto:
 	PATH=$(KWARP_CACHE)/tools:$$PATH protoc --go_out=. --go_opt=module=$(MODULE) \
 		--go-grpc_out=. --go-grpc_opt=module=$(MODULE) $(PROTOS)
 
-demo: cluster-up cluster-load bin/kwarp
+demo: build cluster-up cluster-load
 	test/demo.sh
 
 clean:

@@ -31,12 +31,17 @@ if bin/testcluster laptop timeout 3 bash -c "exec 3<>/dev/tcp/$svc/80" 2>/dev/nu
 fi
 echo "Service sample at $svc: not reachable from the laptop (as on a developer's machine)"
 
-say "a kwarp session"
+say "a kwarp session: a local shell, run from the laptop, with the pod's context"
+set -x
+bin/testcluster laptop bin/kwarp exec -n $ns -t deploy/sample -- sh -c \
+  'echo "GREETING=$GREETING"; grep marker /etc/sample/app.conf; echo "hostname: $(cat /etc/hostname)"'
+set +x
 cat <<MSG
-kwarp exec is not built yet (it is the next issue). When it is, this demo runs, from the laptop:
 
-    kwarp exec -n $ns -t deploy/sample -- sh -c 'echo \$GREETING; cat /etc/sample/app.conf'
+The local shell printed the pod's variable, its ConfigMap file and its hostname, though this
+machine has none of them and cannot reach the pod. Try your own command:
 
-and the local shell prints the pod's variable and the ConfigMap's file. The cluster stays up:
-try it with 'bin/testcluster laptop bash'; 'make cluster-down' removes everything.
+    bin/testcluster laptop bin/kwarp exec -n $ns -t deploy/sample -- bash
+
+'make cluster-down' removes the cluster and everything it made.
 MSG

@@ -251,10 +251,16 @@ func launch(ctx context.Context, o Options, env []string, trap []string, feature
 			done = true
 		}
 	}
-	// the process tree may outlive the command's main process; the filter dies with the last
-	// of them, which ends Serve
-	stopSup()
-	<-supDone
+	// children the command left behind keep the filter: give them a moment to finish (Serve
+	// ends by itself when the last process under the filter exits), then stop answering —
+	// their trapped calls fail with ENOSYS from then on
+	select {
+	case <-supDone:
+		stopSup()
+	case <-time.After(2 * time.Second):
+		stopSup()
+		<-supDone
+	}
 	listener.Close()
 	log.Debug().Interface("stats", sup.Stats()).Msg("layer statistics")
 	return waitStatus(werr), nil

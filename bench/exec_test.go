@@ -120,11 +120,11 @@ func (f *fixture) remoteRead(b *testing.B) {
 	}
 	k := median(kw)
 	figure{"ns/kwarp-op", "ns/grpc-op", "x-vs-grpc", "≤ 1.3", func(r float64) bool { return r <= 1.3 }}.report(b, k, median(grpc))
-	figure{"ns/kwarp-op", "ns/kubectl-exec-op", "x-vs-kubectl-exec", "≤ 0.05 (20× faster)", func(r float64) bool { return r <= 0.05 }}.
+	figure{"ns/kwarp-op", "ns/kubectl-exec-op", "x-vs-kubectl-exec", "≤ 0.05, i.e. 20× faster", func(r float64) bool { return r <= 0.05 }}.
 		report(b, k, median(kubectl))
 	// not a goal: the floor of today's design, two round trips per open (the plugin's Stat,
 	// then the core's Read)
-	figure{"ns/kwarp-op", "ns/grpc-stat+read-op", "x-vs-grpc-stat+read", "none", nil}.report(b, k, median(grpc2))
+	figure{"ns/kwarp-op", "ns/grpc-stat+read-op", "x-vs-grpc-stat+read", "", nil}.report(b, k, median(grpc2))
 }
 
 // buildReadloop builds testdata/readloop statically into a temporary directory (under /tmp,
@@ -154,7 +154,7 @@ func (f *fixture) localWork(b *testing.B, dir string, argv ...string) {
 			kw = append(kw, ns(took))
 		}
 	}
-	figure{"ns/kwarp-op", "ns/native-op", "x-vs-native", "none (tier S traps every open)", nil}.
+	figure{"ns/kwarp-op", "ns/native-op", "x-vs-native", "", nil}.
 		report(b, median(kw), median(native))
 }
 
@@ -205,9 +205,11 @@ func (f *fixture) gitStatus(b *testing.B) {
 }
 
 // peakRSS: the peak resident memory of kwarp and its plugin processes during `kwarp exec --
-// sleep 2` (summed: an upper bound, as their peaks need not coincide) vs kubectl's during
-// `kubectl exec -- /probe sleep -timeout 2s`; and the agent's own peak over the whole run so far,
-// read from the node's /proc (its image has nothing kubectl exec could run).
+// sleep 2` (the sum of each process's VmHWM: an upper bound, as their peaks need not coincide
+// and the three processes share one executable's pages) vs kubectl's during `kubectl exec --
+// /probe sleep -timeout 2s`; and the agent's own peak over the whole run so far, read from the
+// node's /proc (its image has nothing kubectl exec could run). The highest PSS sum of kwarp's
+// processes, which counts their shared pages once, is reported beside the VmHWM sum.
 func (f *fixture) peakRSS(b *testing.B) {
 	f.kwarp(b, "", "true") // the agent is up after this
 	kwarpBin := testenv.KwarpBinary(b)
@@ -219,25 +221,26 @@ func (f *fixture) peakRSS(b *testing.B) {
 	}
 	kubectlBin := testenv.Cluster.Kubectl()
 	isKubectl := func(argv []string) bool { return argv[0] == kubectlBin }
-	var kw, base, agent []float64
+	var kw, kwPSS, base, agent []float64
 	for range b.N {
 		cmd := testenv.Laptop.Command(f.ctx, kwarpBin, f.kwarpArgs("sleep", "2")...)
-		hwm, err := peaks(cmd, isKwarp)
+		u, err := peaks(cmd, isKwarp)
 		if err != nil {
 			b.Fatalf("kwarp exec -- sleep 2: %v", err)
 		}
-		if len(hwm) < 3 {
-			b.Fatalf("saw %d kwarp processes, want the session and its two plugins: %v", len(hwm), hwm)
+		if len(u.hwm) < 3 {
+			b.Fatalf("saw %d kwarp processes, want the session and its two plugins: %v", len(u.hwm), u.hwm)
 		}
-		kw = append(kw, sumMiB(hwm))
-		b.Logf("kwarp processes' peaks (KiB by pid): %v", hwm)
+		kw = append(kw, sumMiB(u.hwm))
+		kwPSS = append(kwPSS, float64(u.pssPeak)/1024)
+		b.Logf("VmHWM of kwarp's processes, KiB by pid: %v", u.hwm)
 
 		cmd = testenv.Laptop.Command(f.ctx, kubectlBin, "-n", f.ns, "exec", f.pod, "-c", "app", "--", "/probe", "sleep", "-timeout", "2s")
-		hwm, err = peaks(cmd, isKubectl)
-		if err != nil || len(hwm) == 0 {
-			b.Fatalf("kubectl exec -- /probe sleep: %v (%d processes seen)", err, len(hwm))
+		u, err = peaks(cmd, isKubectl)
+		if err != nil || len(u.hwm) == 0 {
+			b.Fatalf("kubectl exec -- /probe sleep: %v (%d processes seen)", err, len(u.hwm))
 		}
-		base = append(base, sumMiB(hwm))
+		base = append(base, sumMiB(u.hwm))
 
 		pods, err := testenv.Env.PodsOf(f.ctx, f.ns, agentSelector)
 		if err != nil || len(pods) != 1 {
@@ -249,11 +252,12 @@ func (f *fixture) peakRSS(b *testing.B) {
 		}
 		agent = append(agent, float64(kb)/1024)
 	}
-	figure{"MiB/kwarp", "MiB/kubectl-exec", "x-vs-kubectl-exec", "none; the absolute goal is ≤ 80 MiB", nil}.report(b, median(kw), median(base))
-	a := median(agent)
+	k, a := median(kw), median(agent)
+	figure{"MiB/kwarp", "MiB/kubectl-exec", "x-vs-kubectl-exec", "", nil}.report(b, k, median(base))
+	b.ReportMetric(median(kwPSS), "MiB/kwarp-pss")
 	b.ReportMetric(a, "MiB/agent")
-	k := median(kw)
-	b.Logf("kwarp + plugins %.1f MiB (goal ≤ 80: %s), agent %.1f MiB (goal ≤ 30: %s)", k, met(k <= 80), a, met(a <= 30))
+	b.Logf("kwarp + plugins %.1f MiB (PSS %.1f MiB; goal ≤ 80: %s), agent %.1f MiB (goal ≤ 30: %s)",
+		k, median(kwPSS), met(k <= 80), a, met(a <= 30))
 }
 
 func sumMiB(kb map[int]int64) float64 {
@@ -262,11 +266,4 @@ func sumMiB(kb map[int]int64) float64 {
 		s += v
 	}
 	return float64(s) / 1024
-}
-
-func met(ok bool) string {
-	if ok {
-		return "met"
-	}
-	return "not met"
 }

@@ -36,15 +36,15 @@ func processes() []proc {
 	return out
 }
 
-// vmHWM is the process's peak resident set ("VmHWM" in /proc/PID/status) in KiB.
-func vmHWM(pid int) (int64, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// statusKiB reads a "Name:  N kB" line of /proc/PID/status or /proc/PID/smaps_rollup.
+func statusKiB(file, name string) (int64, bool) {
+	b, err := os.ReadFile(file)
 	if err != nil {
 		return 0, false
 	}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+		if rest, ok := strings.CutPrefix(sc.Text(), name+":"); ok {
 			f := strings.Fields(rest) // "12345 kB"
 			if len(f) > 0 {
 				n, err := strconv.ParseInt(f[0], 10, 64)
@@ -55,25 +55,44 @@ func vmHWM(pid int) (int64, bool) {
 	return 0, false
 }
 
-// peaks runs cmd to its end while it samples, every 100 ms, the VmHWM of every process match
-// selects, and returns each process's last (highest) VmHWM in KiB by pid. A process that lives
-// less than 100 ms may be missed; kwarp's processes all live as long as the session.
-func peaks(cmd *exec.Cmd, match func(argv []string) bool) (map[int]int64, error) {
+// vmHWM is the process's peak resident set ("VmHWM" in /proc/PID/status) in KiB. It counts
+// every page the process maps, the executable's text included, however many processes share it.
+func vmHWM(pid int) (int64, bool) { return statusKiB(fmt.Sprintf("/proc/%d/status", pid), "VmHWM") }
+
+// pss is the process's proportional set size now, in KiB: each shared page divided among the
+// processes that map it, so a sum over processes counts shared text once.
+func pss(pid int) (int64, bool) { return statusKiB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), "Pss") }
+
+// usage is what peaks saw of a group of processes.
+type usage struct {
+	hwm     map[int]int64 // each process's last (highest) VmHWM, KiB by pid
+	pssPeak int64         // the highest sum of the group's PSS at one sample, KiB
+}
+
+// peaks runs cmd to its end while it samples, every 100 ms, the processes match selects: each
+// one's VmHWM, and the sum of their PSS. A process that lives less than 100 ms may be missed;
+// kwarp's processes all live as long as the session.
+func peaks(cmd *exec.Cmd, match func(argv []string) bool) (usage, error) {
+	u := usage{hwm: map[int]int64{}}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return u, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	hwm := map[int]int64{}
 	sample := func() {
+		var sum int64
 		for _, p := range processes() {
 			if !match(p.argv) {
 				continue
 			}
-			if kb, ok := vmHWM(p.pid); ok && kb > hwm[p.pid] {
-				hwm[p.pid] = kb
+			if kb, ok := vmHWM(p.pid); ok && kb > u.hwm[p.pid] {
+				u.hwm[p.pid] = kb
+			}
+			if kb, ok := pss(p.pid); ok {
+				sum += kb
 			}
 		}
+		u.pssPeak = max(u.pssPeak, sum)
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -81,7 +100,7 @@ func peaks(cmd *exec.Cmd, match func(argv []string) bool) (map[int]int64, error)
 		sample()
 		select {
 		case err := <-done:
-			return hwm, err
+			return u, err
 		case <-tick.C:
 		}
 	}

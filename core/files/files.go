@@ -68,6 +68,12 @@ func (f *Files) Route(path string) layer.Route { return f.table.Route(path) }
 
 // Open opens a remote path for the process.
 func (f *Files) Open(ctx context.Context, path string, flags int, mode uint32) (*os.File, error) {
+	if local, ok := f.writes.local(path); ok {
+		if flags&(unix.O_WRONLY|unix.O_RDWR) == 0 {
+			return os.Open(local)
+		}
+		return f.writes.reopen(local, flags)
+	}
 	d, err := f.decider.Open(ctx, path, flags, mode)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -138,18 +144,34 @@ func (f *Files) readDir(ctx context.Context, path string, info sdk.FileInfo) (*o
 	}
 	sum := sha256.Sum256([]byte(path))
 	dir := filepath.Join(f.scratch, "dirs", hex.EncodeToString(sum[:8]))
-	// a fresh copy on each open: the pod's directory may have changed
-	tmp := dir + ".new"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	// the stand-in is updated in place, never replaced: a process may have it as its cwd or
+	// hold it open, and must keep seeing the pod's directory through it
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	want := map[string]uint32{}
 	for _, e := range resp.Entries {
 		if e.Name == "" || e.Name == "." || e.Name == ".." || filepath.Base(e.Name) != e.Name {
 			continue
 		}
-		p := filepath.Join(tmp, e.Name)
-		switch e.Type {
+		want[e.Name] = e.Type
+	}
+	have, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range have {
+		if t, ok := want[h.Name()]; !ok || dtOf(h.Type()) != t {
+			os.RemoveAll(filepath.Join(dir, h.Name()))
+		} else {
+			delete(want, h.Name())
+		}
+	}
+	for name, t := range want {
+		p := filepath.Join(dir, name)
+		switch t {
 		case unix.DT_DIR:
 			err = os.Mkdir(p, 0o755)
 		case unix.DT_LNK:
@@ -161,12 +183,6 @@ func (f *Files) readDir(ctx context.Context, path string, info sdk.FileInfo) (*o
 			return nil, fmt.Errorf("materialise %s: %w", p, err)
 		}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	os.RemoveAll(dir)
-	if err := os.Rename(tmp, dir); err != nil {
-		return nil, err
-	}
 	f.dirs[path] = dir
 	if info.Mode != 0 {
 		_ = os.Chmod(dir, os.FileMode(info.Mode&0o777))
@@ -174,8 +190,26 @@ func (f *Files) readDir(ctx context.Context, path string, info sdk.FileInfo) (*o
 	return os.OpenFile(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 }
 
-// Stat answers from the plugin (which asks the agent).
+// dtOf is the getdents type of a local entry, to compare with the pod's.
+func dtOf(m os.FileMode) uint32 {
+	switch {
+	case m.IsDir():
+		return unix.DT_DIR
+	case m&os.ModeSymlink != 0:
+		return unix.DT_LNK
+	}
+	return unix.DT_REG
+}
+
+// Stat answers from the plugin (which asks the agent), or from the session's copy of a file
+// the process wrote.
 func (f *Files) Stat(ctx context.Context, path string, nofollow bool) (unix.Stat_t, error) {
+	if local, ok := f.writes.local(path); ok {
+		var st unix.Stat_t
+		if err := unix.Stat(local, &st); err == nil {
+			return st, nil
+		}
+	}
 	fi, errno, err := f.decider.Stat(ctx, path, nofollow)
 	if err != nil {
 		return unix.Stat_t{}, fmt.Errorf("stat %s: %w", path, err)

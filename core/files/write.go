@@ -26,13 +26,14 @@ type writeBack struct {
 	dir   string
 	log   func(error)
 
-	once    sync.Once
-	initErr error
-	ifd     int
-	mu      sync.Mutex
-	byWD    map[int32]*pending
-	wg      sync.WaitGroup // uploads in flight
-	done    chan struct{}
+	once     sync.Once
+	initErr  error
+	ifd      int
+	mu       sync.Mutex
+	byWD     map[int32]*pending
+	byRemote map[string]*pending // the session's copy of each remote file it wrote
+	wg       sync.WaitGroup      // uploads in flight
+	done     chan struct{}
 }
 
 type pending struct {
@@ -41,7 +42,8 @@ type pending struct {
 }
 
 func newWriteBack(agent agentv1.FsClient, dir string, log func(error)) *writeBack {
-	return &writeBack{agent: agent, dir: dir, log: log, byWD: map[int32]*pending{}, done: make(chan struct{})}
+	return &writeBack{agent: agent, dir: dir, log: log, byWD: map[int32]*pending{}, byRemote: map[string]*pending{},
+		done: make(chan struct{})}
 }
 
 func (w *writeBack) init() error {
@@ -55,6 +57,24 @@ func (w *writeBack) init() error {
 		go w.watch()
 	})
 	return w.initErr
+}
+
+// local is the session's copy of a remote file the process wrote: later opens and stats of
+// that path use it, so a process reads what it wrote even before the upload lands.
+func (w *writeBack) local(remote string) (string, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p, ok := w.byRemote[remote]
+	if !ok {
+		return "", false
+	}
+	return p.local, true
+}
+
+// reopen opens the session's copy again with the process's flags (O_TRUNC included), for a
+// write; the close that follows uploads it again.
+func (w *writeBack) reopen(local string, flags int) (*os.File, error) {
+	return os.OpenFile(local, flags&(unix.O_ACCMODE|unix.O_APPEND|unix.O_TRUNC), 0)
 }
 
 // open prepares the local copy of remote and opens it with the process's flags.
@@ -93,8 +113,10 @@ func (w *writeBack) open(ctx context.Context, remote string, flags int, mode uin
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", local, err)
 	}
+	p := &pending{remote: remote, local: local, mode: perm}
 	w.mu.Lock()
-	w.byWD[int32(wd)] = &pending{remote: remote, local: local, mode: perm}
+	w.byWD[int32(wd)] = p
+	w.byRemote[remote] = p
 	w.mu.Unlock()
 	keep := flags & (unix.O_ACCMODE | unix.O_APPEND)
 	return os.OpenFile(local, keep, 0)

@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
+	"unsafe"
 
 	"github.com/kwarp-dev/kwarp/layer/seccomp"
 	"golang.org/x/sys/unix"
@@ -98,11 +101,70 @@ func run(sock *os.File, argv []string, env []string) (int, error) {
 	if err != nil {
 		return ExitSetup, err
 	}
-	err = unix.Exec(path, argv, env)
-	if errors.Is(err, unix.ENOENT) {
-		return ExitNotFound, fmt.Errorf("%s: %s", argv[0], errText(err))
+	// The command is started from this thread (a fork inherits the forking thread's filter)
+	// rather than exec'd in place: the launcher stays its parent, so kwarp, which may ptrace
+	// the command for a moment (see supervisor.restartCall), is never also the parent whose
+	// wait would take the ptrace stop for an exit status.
+	pid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
+		Env:   env,
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
+	})
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return ExitNotFound, fmt.Errorf("%s: %s", argv[0], errText(err))
+		}
+		return ExitNotExecutable, fmt.Errorf("%s: %s", argv[0], errText(err))
 	}
-	return ExitNotExecutable, fmt.Errorf("%s: %s", argv[0], errText(err))
+	mirror(pid)
+	return ExitSetup, errors.New("launcher: unreachable")
+}
+
+// mirror waits for the command and ends the launcher the same way: the same exit code, or
+// death by the same signal, so kwarp reports the command's status as a shell would. Signals
+// meant for the command reach it: the terminal's (SIGINT, SIGQUIT) go to the whole
+// foreground group already, so the launcher ignores them; SIGTERM and SIGHUP sent to the
+// launcher are passed on.
+func mirror(pid int) {
+	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTSTP)
+	fwd := make(chan os.Signal, 4)
+	signal.Notify(fwd, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2)
+	go func() {
+		for s := range fwd {
+			_ = syscall.Kill(pid, s.(syscall.Signal))
+		}
+	}()
+	var ws syscall.WaitStatus
+	for {
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			os.Exit(ExitSetup)
+		}
+		if ws.Exited() || ws.Signaled() {
+			break
+		}
+	}
+	if ws.Signaled() {
+		dieBy(ws.Signal())
+	}
+	os.Exit(ws.ExitStatus())
+}
+
+// dieBy ends the launcher by sig with the kernel's default action (not Go's handler, which
+// turns SIGSYS or SIGSEGV into an exit code), so its parent sees the same death.
+func dieBy(sig syscall.Signal) {
+	var act [4]uint64 // struct sigaction: handler SIG_DFL (0), flags, restorer, mask
+	_, _, _ = syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(sig), uintptr(unsafe.Pointer(&act[0])), 0, 8, 0, 0)
+	var set [1]uint64
+	set[0] = 1 << (uint(sig) - 1)
+	_, _, _ = syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, 1 /* SIG_UNBLOCK */, uintptr(unsafe.Pointer(&set[0])), 0, 8, 0, 0)
+	_ = syscall.Kill(syscall.Getpid(), sig)
+	_ = syscall.Tgkill(syscall.Getpid(), syscall.Gettid(), sig)
+	// a signal whose default is not to terminate: report it as a shell would
+	os.Exit(128 + int(sig))
 }
 
 func install(st setup) (int, error) {

@@ -14,6 +14,7 @@ var FileSyscalls = []string{
 	"access", "faccessat", "faccessat2",
 	"readlink", "readlinkat",
 	"chdir",
+	"getxattr", "lgetxattr", "listxattr", "llistxattr",
 	"execve", "execveat",
 }
 

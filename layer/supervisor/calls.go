@@ -31,6 +31,8 @@ const (
 	kReadlink
 	kReadlinkat
 	kChdir
+	kGetxattr
+	kListxattr
 	kExecve
 	kExecveat
 )
@@ -40,7 +42,9 @@ var kindByName = map[string]kind{
 	"stat": kStat, "lstat": kLstat, "newfstatat": kNewfstatat, "statx": kStatx,
 	"access": kAccess, "faccessat": kFaccessat, "faccessat2": kFaccessat2,
 	"readlink": kReadlink, "readlinkat": kReadlinkat,
-	"chdir":  kChdir,
+	"chdir": kChdir,
+	// ls -l asks each name for its security label; a remote name has none here
+	"getxattr": kGetxattr, "lgetxattr": kGetxattr, "listxattr": kListxattr, "llistxattr": kListxattr,
 	"execve": kExecve, "execveat": kExecveat,
 }
 
@@ -109,7 +113,7 @@ func decode(k kind, a *[6]uint64) call {
 		c.pathAddr, c.buf, c.size = a[0], a[1], int64(i32(a[2]))
 	case kReadlinkat:
 		c.dirfd, c.pathAddr, c.buf, c.size = i32(a[0]), a[1], a[2], int64(i32(a[3]))
-	case kChdir:
+	case kChdir, kGetxattr, kListxattr:
 		c.pathAddr = a[0]
 	case kExecve:
 		c.pathAddr, c.argvAddr, c.envpAddr = a[0], a[1], a[2]
@@ -272,10 +276,47 @@ func (s *Supervisor) remote(ctx context.Context, w *worker, c *call, p string) {
 		log.Msg("remote access")
 		s.respond(seccomp.Resp{ID: id})
 	case kChdir:
-		// A process cannot be moved into a remote directory: its cwd must be a local one.
-		// chdir keeps its local meaning (and fails with ENOENT when no such local directory
-		// exists); files below a remote directory are reached by absolute or dirfd paths.
+		s.chdir(ctx, w, p, log)
+	case kGetxattr:
+		// the pod's extended attributes are not carried: as on a file system without them
+		s.replyErrno(id, unix.ENODATA)
+	case kListxattr:
+		s.respond(seccomp.Resp{ID: id, Val: 0})
+	}
+}
+
+// chdir moves the process into a remote directory: its cwd must be a real directory, so the
+// Handler opens the remote one (a local stand-in filled with its entries), and the call is
+// restarted with the stand-in's path (see restartCall); relative paths and getcwd() are then
+// translated back to the remote directory. When the arguments cannot be changed (no
+// WAIT_KILLABLE_RECV, another architecture) chdir keeps its local meaning.
+func (s *Supervisor) chdir(ctx context.Context, w *worker, p string, log *zerolog.Event) {
+	id, tid := w.n.ID, int(w.n.Pid)
+	if !s.WaitKillable || !s.rewrites.attempt(tid) {
+		// the restarted chdir names the stand-in: the kernel does it
+		s.rewrites.done(tid)
 		s.respond(seccomp.Resp{ID: id, Flags: seccomp.FlagContinue})
+		return
+	}
+	f, err := s.h.Open(ctx, p, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		s.rewrites.done(tid)
+		s.fail(id, p, "chdir", err, log)
+		return
+	}
+	s.rememberDir(int(f.Fd()), p)
+	local, err := os.Readlink("/proc/self/fd/" + itoa(int(f.Fd())))
+	f.Close()
+	if err != nil {
+		s.rewrites.done(tid)
+		s.fail(id, p, "chdir", err, log)
+		return
+	}
+	log.Str("local", local).Msg("remote chdir")
+	if err := s.restartCall(id, tid, func(regs *unix.PtraceRegs, mem *memory) error {
+		return setChdirPath(tid, regs, local, mem)
+	}); err != nil {
+		s.log.Warn().Err(err).Str("path", p).Msg("could not move the process into a remote directory")
 	}
 }
 

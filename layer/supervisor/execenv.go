@@ -76,21 +76,27 @@ func packEnv(env []string, base uint64) []byte {
 	return buf
 }
 
-// rewriteEnv runs the dance above for the execve notification id of thread tid. It always
-// answers the notification (ERESTARTNOINTR when it traced the thread, CONTINUE when it could
-// not start), so the exec never hangs.
+// rewriteEnv runs the dance above for the execve notification id of thread tid.
 func (s *Supervisor) rewriteEnv(id uint64, tid int, env []string) error {
+	return s.restartCall(id, tid, func(regs *unix.PtraceRegs, mem *memory) error { return setExecEnv(tid, regs, env, mem) })
+}
+
+// restartCall makes thread tid, blocked in the trapped call id, run that call again with its
+// registers changed by mutate (in a ptrace stop; mutate may also write the thread's memory).
+// It always answers the notification (ERESTARTNOINTR when it traced the thread, CONTINUE when
+// it could not start), so the call never hangs.
+func (s *Supervisor) restartCall(id uint64, tid int, mutate func(*unix.PtraceRegs, *memory) error) error {
 	done := make(chan error, 1)
 	go func() {
 		// every ptrace request must come from the tracing thread
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		done <- s.rewriteEnvLocked(id, tid, env)
+		done <- s.restartCallLocked(id, tid, mutate)
 	}()
 	return <-done
 }
 
-func (s *Supervisor) rewriteEnvLocked(id uint64, tid int, env []string) error {
+func (s *Supervisor) restartCallLocked(id uint64, tid int, mutate func(*unix.PtraceRegs, *memory) error) error {
 	if err := unix.PtraceSeize(tid); err != nil {
 		s.pass(id)
 		return fmt.Errorf("ptrace seize %d: %w", tid, err)
@@ -119,7 +125,15 @@ func (s *Supervisor) rewriteEnvLocked(id uint64, tid int, env []string) error {
 	if ws.Stopped() && ws.StopSignal() != unix.SIGTRAP {
 		sig = int(ws.StopSignal()) // a real signal arrived first: deliver it on detach
 	}
-	werr := setExecEnv(tid, env, &memory{})
+	var werr error
+	var regs unix.PtraceRegs
+	if err := unix.PtraceGetRegs(tid, &regs); err != nil {
+		werr = fmt.Errorf("ptrace getregs %d: %w", tid, err)
+	} else if werr = mutate(&regs, &memory{}); werr == nil {
+		if err := unix.PtraceSetRegs(tid, &regs); err != nil {
+			werr = fmt.Errorf("ptrace setregs %d: %w", tid, err)
+		}
+	}
 	_, _, e := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_DETACH, uintptr(tid), 0, uintptr(sig), 0, 0)
 	if e != 0 && werr == nil {
 		werr = fmt.Errorf("ptrace detach %d: %w", tid, e)

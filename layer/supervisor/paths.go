@@ -47,6 +47,12 @@ func (w *worker) resolve(tid int, dirfd int32, rel []byte) (string, bool) {
 	if hasSuffix(base, " (deleted)") {
 		return "", false
 	}
+	if w.s.dirs.active() {
+		// the base first, so ".." from a stand-in leads to the remote directory's parent
+		if t := w.s.dirs.translate(string(base)); t != string(base) {
+			return path.Clean(t + "/" + string(rel)), true
+		}
+	}
 	// base + "/" + rel, built in place so the only allocation is the final string.
 	j := append(w.join[:0], base...)
 	j = append(j, '/')

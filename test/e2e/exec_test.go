@@ -316,3 +316,16 @@ python3 -c 'import subprocess; subprocess.run(["/bin/sh", "-c", "echo 3 $GREETIN
 		t.Fatalf("exit %d, stdout:\n%s\nwant:\n%s\nstderr: %s", r.code, r.stdout, want, r.stderr)
 	}
 }
+
+// TestExecChdirIntoARemoteDirectory: cd into a directory only the pod has, then relative
+// paths, ls -l and cd .. behave as they would in the pod.
+func TestExecChdirIntoARemoteDirectory(t *testing.T) {
+	ctx := kube.Context(t, 3*time.Minute)
+	ns := deploy(t, ctx, "execcd", "sample")
+	script := `cd /etc/sample && grep ^marker app.conf && ls -l | grep -c ' app.conf ->' && cd .. && ls -d sample && cd sample && pwd`
+	r := kwarpOnLaptop(t, ctx, nil, "exec", "-n", ns, "-t", "deploy/sample", "--", "sh", "-c", script)
+	want := "marker=kwarp-sample-config-7f3a\n1\nsample\n/etc/sample\n"
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("exit %d, stdout:\n%s\nwant:\n%s\nstderr: %s", r.code, r.stdout, want, r.stderr)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -102,6 +103,25 @@ func Run(ctx context.Context, o Options) (int, error) {
 		return 0, clusterErr("%w", err)
 	}
 
+	// the plugin processes start while the cluster is asked and the agent starts
+	type startedPlugins struct {
+		plugins map[string]*runningPlugin
+		err     error
+	}
+	pluginsReady := make(chan startedPlugins, 1)
+	go func() {
+		ps, err := startPlugins(ctx, o, log)
+		pluginsReady <- startedPlugins{ps, err}
+	}()
+	var startedOnce sync.Once
+	var started startedPlugins
+	waitPlugins := func() startedPlugins {
+		startedOnce.Do(func() { started = <-pluginsReady })
+		return started
+	}
+	// whatever happens, no plugin process outlives the session
+	defer func() { stopAll(waitPlugins().plugins) }()
+
 	clients, err := o.Kube.Connect(ctx, log)
 	if err != nil {
 		return 0, clusterErr("%w", err)
@@ -146,15 +166,13 @@ func Run(ctx context.Context, o Options) (int, error) {
 	}
 	defer os.RemoveAll(scratch)
 
-	plugins, err := startPlugins(ctx, o, conn, resolved, sessionID, log)
-	if err != nil {
+	if err := waitPlugins().err; err != nil {
 		return 0, err
 	}
-	defer func() {
-		for _, p := range plugins {
-			p.Stop()
-		}
-	}()
+	plugins := waitPlugins().plugins
+	if err := configurePlugins(ctx, o, plugins, conn, resolved, sessionID); err != nil {
+		return 0, err
+	}
 	for _, p := range plugins {
 		if n := p.notes; len(n) > 0 {
 			for _, line := range n {
@@ -328,15 +346,16 @@ type runningPlugin struct {
 // BuiltinPlugins are served by kwarp itself: `kwarp plugin NAME`.
 var BuiltinPlugins = []string{"env", "fs"}
 
-func startPlugins(ctx context.Context, o Options, conn *grpc.ClientConn, t *target.Resolved, sessionID string,
-	log zerolog.Logger) (map[string]*runningPlugin, error) {
-	home, _ := os.UserHomeDir()
-	wd, _ := os.Getwd()
-	sess := &pluginv1.Session{Id: sessionID, Targetless: t == nil, Home: home, Workdir: wd}
-	if t != nil {
-		sess.Namespace, sess.Pod, sess.Container = t.Namespace, t.Pod, t.Container
-	}
+// startPlugins runs the built-in plugin processes; they need no agent until Configure, so the
+// session starts them while the agent starts.
+func startPlugins(ctx context.Context, o Options, log zerolog.Logger) (map[string]*runningPlugin, error) {
 	out := map[string]*runningPlugin{}
+	type result struct {
+		name string
+		p    *pluginhost.Plugin
+		err  error
+	}
+	results := make(chan result, len(BuiltinPlugins))
 	for _, name := range BuiltinPlugins {
 		name := name
 		spec := pluginhost.Spec{Name: name, Command: func() *exec.Cmd {
@@ -344,11 +363,41 @@ func startPlugins(ctx context.Context, o Options, conn *grpc.ClientConn, t *targ
 			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 			return cmd
 		}}
-		p, err := pluginhost.Start(ctx, spec, conn, log)
-		if err != nil {
-			stopAll(out)
-			return nil, err
+		go func() {
+			p, err := pluginhost.Start(ctx, spec, nil, log)
+			results <- result{name, p, err}
+		}()
+	}
+	var firstErr error
+	for range BuiltinPlugins {
+		r := <-results
+		if r.err != nil {
+			if firstErr == nil {
+				firstErr = r.err
+			}
+			continue
 		}
+		out[r.name] = &runningPlugin{Plugin: r.p}
+	}
+	if firstErr != nil {
+		stopAll(out)
+		return nil, firstErr
+	}
+	return out, nil
+}
+
+// configurePlugins hands each plugin its blocks, the session and the agent.
+func configurePlugins(ctx context.Context, o Options, plugins map[string]*runningPlugin, conn *grpc.ClientConn,
+	t *target.Resolved, sessionID string) error {
+	home, _ := os.UserHomeDir()
+	wd, _ := os.Getwd()
+	sess := &pluginv1.Session{Id: sessionID, Targetless: t == nil, Home: home, Workdir: wd}
+	if t != nil {
+		sess.Namespace, sess.Pod, sess.Container = t.Namespace, t.Pod, t.Container
+	}
+	for _, name := range BuiltinPlugins {
+		p := plugins[name]
+		p.SetAgent(conn)
 		blocks := map[string][]byte{}
 		for _, b := range p.Info().Blocks {
 			if v, ok := o.Blocks[b]; ok {
@@ -357,13 +406,11 @@ func startPlugins(ctx context.Context, o Options, conn *grpc.ClientConn, t *targ
 		}
 		resp, err := p.Configure(ctx, &pluginv1.ConfigureRequest{Blocks: blocks, Session: sess})
 		if err != nil {
-			p.Stop()
-			stopAll(out)
-			return nil, fmt.Errorf("configure plugin %s: %w", name, err)
+			return fmt.Errorf("configure plugin %s: %w", name, err)
 		}
-		out[name] = &runningPlugin{Plugin: p, rules: resp.Rules, notes: resp.Notes}
+		p.rules, p.notes = resp.Rules, resp.Notes
 	}
-	return out, nil
+	return nil
 }
 
 func stopAll(m map[string]*runningPlugin) {

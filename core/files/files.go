@@ -74,6 +74,14 @@ func (f *Files) Open(ctx context.Context, path string, flags int, mode uint32) (
 		}
 		return f.writes.reopen(local, flags)
 	}
+	if flags&(unix.O_ACCMODE|unix.O_CREAT|unix.O_TRUNC|unix.O_APPEND|unix.O_DIRECTORY|unix.O_PATH) == unix.O_RDONLY {
+		// a plain read has no remote effect: the agent's first answer carries the file's
+		// stat or its errno, so one round trip decides and fills (no call to the plugin)
+		file, err := f.readFile(ctx, path)
+		if !errors.Is(err, unix.EISDIR) {
+			return file, err
+		}
+	}
 	d, err := f.decider.Open(ctx, path, flags, mode)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)

@@ -103,6 +103,14 @@ func (p *Plugin) start(ctx context.Context) (*plugin.Client, *sdk.Client, *plugi
 	return client, c, info, nil
 }
 
+// SetAgent gives the plugin the agent to reach through the broker, for a plugin started before
+// the agent was up (the session starts plugins and the agent at the same time).
+func (p *Plugin) SetAgent(agent *grpc.ClientConn) {
+	p.mu.Lock()
+	p.agent = agent
+	p.mu.Unlock()
+}
+
 // Info is what the plugin said about itself.
 func (p *Plugin) Info() *pluginv1.InfoResponse {
 	p.mu.Lock()
@@ -136,8 +144,11 @@ func (p *Plugin) configureRequest(c *sdk.Client) *pluginv1.ConfigureRequest {
 		return &pluginv1.ConfigureRequest{}
 	}
 	out := proto.Clone(req).(*pluginv1.ConfigureRequest)
-	if p.agent != nil {
-		out.AgentBrokerId = c.ServeAgent(agentproxy.ServerOptions(p.agent)...)
+	p.mu.Lock()
+	agent := p.agent
+	p.mu.Unlock()
+	if agent != nil {
+		out.AgentBrokerId = c.ServeAgent(agentproxy.ServerOptions(agent)...)
 	}
 	return out
 }

@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -52,7 +54,7 @@ Variables that describe this machine stay local unless env.include names them: `
 }
 
 func runExec(cmd *cobra.Command, g *globals, f *execFlags, argv []string) error {
-	if f.fsMode != "" && !contains(fsModes, f.fsMode) {
+	if f.fsMode != "" && !slices.Contains(fsModes, f.fsMode) {
 		return UsageError(fmt.Errorf("--fs-mode %q: use one of %s", f.fsMode, strings.Join(fsModes, ", ")))
 	}
 	policy, err := loadPolicy(cmd, f.policy)
@@ -156,15 +158,6 @@ func withMode(block []byte, mode string) []byte {
 		cfg = fs.Config{}
 	}
 	cfg.Mode = mode
-	out, _ := jsonMarshal(cfg)
+	out, _ := json.Marshal(cfg)
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 
@@ -58,5 +57,3 @@ func newLaunchCmd() *cobra.Command {
 		},
 	}
 }
-
-func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -125,7 +125,8 @@ func TestTCP(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 			io.WriteString(c, "two\n"+l+"after\n")
 		}, msg: "hello", wantOut: "one\ntwo\nhello\n"},
-		{name: "server closes without echo", server: func(c net.Conn) { io.WriteString(c, "bye\n") },
+		// the server reads the message first: closing with it unread would send a reset, not a FIN
+		{name: "server closes without echo", server: func(c net.Conn) { io.WriteString(c, "bye\n"); bufio.NewReader(c).ReadString('\n') },
 			msg: "hello", wantCode: 1, wantOut: "bye\n", wantErrSub: "closed the connection"},
 		{name: "server never answers", server: func(c net.Conn) { io.WriteString(c, "partial"); time.Sleep(3 * time.Second) },
 			msg: "hello", timeout: "300ms", wantCode: 1, wantOut: "partial", wantErrSub: "within 300ms"},

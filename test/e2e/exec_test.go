@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/kwarp-dev/kwarp/test/kube"
 	"github.com/kwarp-dev/kwarp/test/testenv"
 )
@@ -327,5 +329,31 @@ func TestExecChdirIntoARemoteDirectory(t *testing.T) {
 	want := "marker=kwarp-sample-config-7f3a\n1\nsample\n/etc/sample\n"
 	if r.code != 0 || r.stdout != want {
 		t.Fatalf("exit %d, stdout:\n%s\nwant:\n%s\nstderr: %s", r.code, r.stdout, want, r.stderr)
+	}
+}
+
+// TestExecEphemeralAgent: with --agent-ephemeral the agent runs as an ephemeral container in the
+// target pod (no Job), and the session gets the same context.
+func TestExecEphemeralAgent(t *testing.T) {
+	ctx := kube.Context(t, 3*time.Minute)
+	ns := deploy(t, ctx, "execeph", "sample")
+	r := kwarpOnLaptop(t, ctx, nil, "exec", "-n", ns, "-t", "deploy/sample", "--agent-ephemeral", "--",
+		"sh", "-c", `echo "$GREETING"; grep ^marker /etc/sample/app.conf`)
+	if r.code != 0 || r.stdout != "hello-from-the-pod\nmarker=kwarp-sample-config-7f3a\n" {
+		t.Fatalf("exit %d, stdout %q\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	pod, err := testenv.Env.RunningPodOf(ctx, ns, "sample")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pod.Spec.EphemeralContainers) != 1 {
+		t.Errorf("target pod has %d ephemeral containers, want the agent's", len(pod.Spec.EphemeralContainers))
+	}
+	jobs, err := testenv.Env.Client.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs.Items) != 0 {
+		t.Errorf("an ephemeral session created Job %s", jobs.Items[0].Name)
 	}
 }

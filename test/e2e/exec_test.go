@@ -357,3 +357,45 @@ func TestExecEphemeralAgent(t *testing.T) {
 		t.Errorf("an ephemeral session created Job %s", jobs.Items[0].Name)
 	}
 }
+
+// TestExecPolicyFile: .kwarp/kwarp.hcl in the working directory is read without -f; its target
+// block works instead of -t, its env and fs blocks apply, and flags win over it.
+func TestExecPolicyFile(t *testing.T) {
+	ctx := kube.Context(t, 3*time.Minute)
+	ns := deploy(t, ctx, "execpolicy", "sample")
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, ".kwarp"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	policy := fmt.Sprintf(`target "deployment" "sample" {
+  namespace = %q
+}
+env {
+  exclude  = ["DATABASE_URL"]
+  override = { LOG_LEVEL = "debug" }
+}
+fs {
+  not_found = ["/etc/sample/**"]
+}
+`, ns)
+	if err := os.WriteFile(filepath.Join(dir, ".kwarp", "kwarp.hcl"), []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := `echo "$GREETING ${DATABASE_URL:-excluded} $LOG_LEVEL"; cat /etc/sample/app.conf >/dev/null 2>&1 || echo not-found; cat /etc/hostname`
+	run := func(args ...string) kwarpResult { return kwarpOnLaptopIn(t, ctx, dir, nil, args...) }
+	pod, err := testenv.Env.RunningPodOf(ctx, ns, "sample")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := run("exec", "--", "sh", "-c", script)
+	want := "hello-from-the-pod excluded debug\nnot-found\n" + pod.Name + "\n"
+	if r.code != 0 || r.stdout != want {
+		t.Fatalf("with .kwarp/kwarp.hcl: exit %d stdout %q, want %q\nstderr: %s", r.code, r.stdout, want, r.stderr)
+	}
+	// a flag wins over the file: --fs-mode local keeps every file on this machine
+	r = run("exec", "--fs-mode", "local", "--", "sh", "-c", "cat /etc/hostname")
+	host, _ := os.Hostname()
+	if r.code != 0 || strings.TrimSpace(r.stdout) != host {
+		t.Fatalf("--fs-mode local over the file: exit %d stdout %q, want this machine's hostname %q\nstderr: %s", r.code, r.stdout, host, r.stderr)
+	}
+}

@@ -42,7 +42,14 @@ func (r kwarpResult) String() string {
 // server and nothing else of the cluster), with the laptop kubeconfig unless args override it.
 func kwarpOnLaptop(t *testing.T, ctx context.Context, env []string, args ...string) kwarpResult {
 	t.Helper()
+	return kwarpOnLaptopIn(t, ctx, "", env, args...)
+}
+
+// kwarpOnLaptopIn is kwarpOnLaptop with the working directory dir ("" = the test's).
+func kwarpOnLaptopIn(t *testing.T, ctx context.Context, dir string, env []string, args ...string) kwarpResult {
+	t.Helper()
 	cmd := testenv.Laptop.Command(ctx, testenv.KwarpBinary(t), args...)
+	cmd.Dir = dir
 	cmd.Env = append(cmd.Env, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -17,6 +17,7 @@ import (
 	"github.com/kwarp-dev/kwarp/kube/target"
 	"github.com/kwarp-dev/kwarp/plugins/env"
 	"github.com/kwarp-dev/kwarp/plugins/fs"
+	"github.com/kwarp-dev/kwarp/sdk/schema"
 )
 
 // fsModes are the values of --fs-mode and fs.mode.
@@ -57,34 +58,51 @@ func runExec(cmd *cobra.Command, g *globals, f *execFlags, argv []string) error 
 	if f.fsMode != "" && !slices.Contains(fsModes, f.fsMode) {
 		return UsageError(fmt.Errorf("--fs-mode %q: use one of %s", f.fsMode, strings.Join(fsModes, ", ")))
 	}
-	policy, err := loadPolicy(cmd, f.policy)
-	if err != nil {
-		return err
+	if f.target != "" {
+		if _, _, err := target.Parse(f.target); err != nil {
+			return UsageError(err)
+		}
 	}
 	opts := core.Options{
 		Log: g.log, Kube: g.kube, Target: f.target, Container: f.container, Argv: argv,
 		Progress: cmd.ErrOrStderr(), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 		Blocks: map[string][]byte{}, AgentMode: agentpod.ModeJob,
 	}
-	if policy != nil {
-		applyPolicy(&opts, policy, g)
-	}
-	if f.ephemeral {
-		opts.AgentMode = agentpod.ModeEphemeral
-	}
-	if f.fsMode != "" {
-		opts.Blocks["fs"] = withMode(opts.Blocks["fs"], f.fsMode)
-	}
-	if opts.Target != "" {
-		if _, _, err := target.Parse(opts.Target); err != nil {
-			return UsageError(err)
+	// the policy is read with the schemas the running plugins send, then the flags win over it
+	opts.Configure = func(schemas map[string]*schema.Block, o *core.Options) error {
+		// blocks whose built-in plugin is not served yet (dns, network, steal) are still
+		// checked, with the schema their package declares
+		for name, s := range builtinSchemas() {
+			if _, ok := schemas[name]; !ok {
+				schemas[name] = s
+			}
 		}
-	}
-	if opts.Namespace == "" {
-		if opts.Namespace, err = g.kube.ResolveNamespace(); err != nil {
-			return clusterError(err)
+		policy, err := loadPolicy(cmd, f.policy, schemas)
+		if err != nil {
+			return err
 		}
+		if policy != nil {
+			applyPolicy(o, policy, g)
+		}
+		if f.ephemeral {
+			o.AgentMode = agentpod.ModeEphemeral
+		}
+		if f.fsMode != "" {
+			o.Blocks["fs"] = withMode(o.Blocks["fs"], f.fsMode)
+		}
+		if o.Target != "" {
+			if _, _, err := target.Parse(o.Target); err != nil {
+				return UsageError(err)
+			}
+		}
+		if o.Namespace == "" {
+			if o.Namespace, err = g.kube.ResolveNamespace(); err != nil {
+				return clusterError(err)
+			}
+		}
+		return nil
 	}
+	var err error
 	if opts.Self, err = os.Executable(); err != nil {
 		return fmt.Errorf("find kwarp's own executable: %w", err)
 	}
@@ -105,9 +123,9 @@ func runExec(cmd *cobra.Command, g *globals, f *execFlags, argv []string) error 
 // errSilent carries the command's own exit status: kwarp adds no message of its own.
 var errSilent = errors.New("")
 
-// loadPolicy reads -f, else .kwarp/kwarp.hcl when it exists; a bad policy is exit 2 with its
-// diagnostics printed.
-func loadPolicy(cmd *cobra.Command, flagPath string) (*config.Policy, error) {
+// loadPolicy reads -f, else .kwarp/kwarp.hcl when it exists, decoding feature blocks with the
+// given schemas; a bad policy is exit 2 with its diagnostics printed.
+func loadPolicy(cmd *cobra.Command, flagPath string, schemas map[string]*schema.Block) (*config.Policy, error) {
 	path, ok := config.Find(flagPath)
 	if !ok {
 		if flagPath != "" {
@@ -115,7 +133,7 @@ func loadPolicy(cmd *cobra.Command, flagPath string) (*config.Policy, error) {
 		}
 		return nil, nil
 	}
-	policy, diags := config.LoadFile(path, builtinSchemas())
+	policy, diags := config.LoadFile(path, schemas)
 	if diags.HasErrors() {
 		_ = config.Print(cmd.ErrOrStderr(), policy.Files, diags)
 		return nil, UsageError(fmt.Errorf("policy %s has errors; nothing was run", path))

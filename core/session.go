@@ -41,6 +41,7 @@ import (
 	"github.com/kwarp-dev/kwarp/layer/supervisor"
 	"github.com/kwarp-dev/kwarp/sdk"
 	"github.com/kwarp-dev/kwarp/sdk/pluginv1"
+	"github.com/kwarp-dev/kwarp/sdk/schema"
 	"github.com/kwarp-dev/kwarp/version"
 )
 
@@ -85,6 +86,10 @@ type Options struct {
 	Argv []string
 	// Self is kwarp's own executable, re-executed as the launcher and the built-in plugins.
 	Self string
+	// Configure, when set, is called once the plugins have sent their schemas: it reads the
+	// policy's blocks with them and completes these options (flags win over the file). Its
+	// error ends the session before the cluster is asked for anything.
+	Configure func(schemas map[string]*schema.Block, o *Options) error
 	// Progress is where the one-line status messages go (stderr): never stdout.
 	Progress io.Writer
 	Stdin    io.Reader
@@ -122,7 +127,31 @@ func Run(ctx context.Context, o Options) (int, error) {
 	// whatever happens, no plugin process outlives the session
 	defer func() { stopAll(waitPlugins().plugins) }()
 
-	clients, err := o.Kube.Connect(ctx, log)
+	// the API server is reached while the plugins start
+	type connected struct {
+		clients *kube.Clients
+		err     error
+	}
+	connecting := make(chan connected, 1)
+	go func() {
+		c, err := o.Kube.Connect(ctx, log)
+		connecting <- connected{c, err}
+	}()
+	if o.Configure != nil {
+		st := waitPlugins()
+		if st.err != nil {
+			return 0, st.err
+		}
+		schemas, err := pluginSchemas(st.plugins)
+		if err != nil {
+			return 0, err
+		}
+		if err := o.Configure(schemas, &o); err != nil {
+			return 0, err
+		}
+	}
+	conn0 := <-connecting
+	clients, err := conn0.clients, conn0.err
 	if err != nil {
 		return 0, clusterErr("%w", err)
 	}
@@ -382,6 +411,33 @@ func startPlugins(ctx context.Context, o Options, log zerolog.Logger) (map[strin
 	if firstErr != nil {
 		stopAll(out)
 		return nil, firstErr
+	}
+	return out, nil
+}
+
+// pluginSchemas collects the schema each plugin sent for each block it owns (sdk/schema.Block
+// as JSON); two plugins owning one block type is an error naming both.
+func pluginSchemas(plugins map[string]*runningPlugin) (map[string]*schema.Block, error) {
+	out := map[string]*schema.Block{}
+	owner := map[string]string{}
+	for _, name := range BuiltinPlugins {
+		info := plugins[name].Info()
+		if len(info.Schemas) != len(info.Blocks) {
+			return nil, fmt.Errorf("plugin %s sent %d schemas for %d blocks", name, len(info.Schemas), len(info.Blocks))
+		}
+		for i, block := range info.Blocks {
+			if prev, dup := owner[block]; dup {
+				return nil, fmt.Errorf("plugins %s and %s both own the policy block %q", prev, name, block)
+			}
+			var b schema.Block
+			if err := json.Unmarshal(info.Schemas[i], &b); err != nil {
+				return nil, fmt.Errorf("plugin %s: the schema of block %q: %w", name, block, err)
+			}
+			if err := b.Validate(); err != nil {
+				return nil, fmt.Errorf("plugin %s: the schema of block %q: %w", name, block, err)
+			}
+			out[block], owner[block] = &b, name
+		}
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/kwarp-dev/kwarp/sdk"
+	"github.com/kwarp-dev/kwarp/sdk/plugintest"
 )
 
 func configured(t *testing.T, cfgJSON string) *Plugin {
@@ -94,3 +95,5 @@ func TestBadGlobRefused(t *testing.T) {
 		t.Fatal("a bad include glob was accepted")
 	}
 }
+
+func TestConformance(t *testing.T) { plugintest.Run(t, func() sdk.Plugin { return New() }) }

@@ -1,27 +1,14 @@
 package env
 
 import (
-	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
 
-	"github.com/kwarp-dev/kwarp/sdk/schema"
+	"github.com/kwarp-dev/kwarp/sdk/plugintest"
 )
 
-func TestSchema(t *testing.T) {
-	if err := Schema.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	data, err := json.Marshal(Schema)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back schema.Block
-	if err := json.Unmarshal(data, &back); err != nil || back.Validate() != nil {
-		t.Fatalf("schema does not survive JSON: %v %v", err, back.Validate())
-	}
-}
+func TestSchema(t *testing.T) { plugintest.CheckSchema(t, Schema) }
 
 func TestDecodeConfig(t *testing.T) {
 	tests := []struct {

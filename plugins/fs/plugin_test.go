@@ -9,6 +9,7 @@ import (
 
 	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/sdk"
+	"github.com/kwarp-dev/kwarp/sdk/plugintest"
 )
 
 // statOnly answers Stat from a map; the plugin calls nothing else to decide an open.
@@ -76,3 +77,5 @@ func TestTargetlessIsLocal(t *testing.T) {
 		t.Fatalf("targetless rules %+v notes %v", rules, r.Notes)
 	}
 }
+
+func TestConformance(t *testing.T) { plugintest.Run(t, func() sdk.Plugin { return New() }) }

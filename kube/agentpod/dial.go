@@ -5,15 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
@@ -24,30 +27,95 @@ import (
 // listens (an ephemeral agent that has just started), so Dial retries within this time.
 const healthTimeout = 20 * time.Second
 
-// forward is one client-go port-forward from 127.0.0.1:<random> to the agent's port.
+// forward is one port-forward connection to the agent pod through the API server. gRPC runs
+// over its streams directly: there is no local listener, so no other user or process on this
+// machine can reach the agent through the session's forward.
 type forward struct {
-	local int
-	stop  chan struct{}
-	done  chan error
+	conn   httpstream.Connection
+	port   int
+	nextID atomic.Int64
 }
 
-func (f *forward) close() {
-	select {
-	case <-f.stop:
-	default:
-		close(f.stop)
+func (f *forward) close() { f.conn.Close() }
+
+// dial opens one stream pair (data and error, as kubectl's port-forward does per local
+// connection) to the agent's port and returns it as a net.Conn for gRPC.
+func (f *forward) dial(ctx context.Context, _ string) (net.Conn, error) {
+	id := strconv.FormatInt(f.nextID.Add(1), 10)
+	headers := http.Header{}
+	headers.Set(corev1.StreamType, corev1.StreamTypeError)
+	headers.Set(corev1.PortHeader, strconv.Itoa(f.port))
+	headers.Set(corev1.PortForwardRequestIDHeader, id)
+	errStream, err := f.conn.CreateStream(headers)
+	if err != nil {
+		return nil, fmt.Errorf("port-forward error stream: %w", err)
 	}
-	select {
-	case <-f.done:
-	case <-time.After(2 * time.Second):
+	// nothing is written on the error stream; the API server writes on it when the pod
+	// refuses the connection
+	errStream.Close()
+	headers.Set(corev1.StreamType, corev1.StreamTypeData)
+	data, err := f.conn.CreateStream(headers)
+	if err != nil {
+		f.conn.RemoveStreams(errStream)
+		return nil, fmt.Errorf("port-forward data stream: %w", err)
 	}
+	c := &streamConn{data: data, port: f.port}
+	go func() {
+		msg, _ := io.ReadAll(errStream)
+		if len(msg) > 0 {
+			c.fail(fmt.Errorf("agent port %d: %s", f.port, strings.TrimSpace(string(msg))))
+		}
+		f.conn.RemoveStreams(errStream)
+	}()
+	return c, nil
 }
 
-// Dial opens a port-forward through the API server to the agent's port, on a random local port
-// of 127.0.0.1, and a gRPC client connection over it, and waits until the agent's health
-// service answers SERVING. The connection carries the agent's services (agentv1.Session, Env,
-// Fs, …). It is plaintext inside the API server's TLS tunnel: mutual TLS with a key made for
-// the session comes later. Close (on the Agent) closes it and stops the port-forward.
+// streamConn is a port-forward data stream as a net.Conn. Deadlines are not supported by the
+// stream; gRPC keeps its own timers.
+type streamConn struct {
+	data httpstream.Stream
+	port int
+	mu   sync.Mutex
+	err  error
+}
+
+func (c *streamConn) fail(err error) {
+	c.mu.Lock()
+	c.err = err
+	c.mu.Unlock()
+	c.data.Reset()
+}
+
+func (c *streamConn) Read(b []byte) (int, error) {
+	n, err := c.data.Read(b)
+	if err != nil {
+		c.mu.Lock()
+		if c.err != nil {
+			err = c.err
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+func (c *streamConn) Write(b []byte) (int, error)      { return c.data.Write(b) }
+func (c *streamConn) Close() error                     { return c.data.Reset() }
+func (c *streamConn) LocalAddr() net.Addr              { return pfAddr("kwarp-session") }
+func (c *streamConn) RemoteAddr() net.Addr             { return pfAddr("agent:" + strconv.Itoa(c.port)) }
+func (c *streamConn) SetDeadline(time.Time) error      { return nil }
+func (c *streamConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *streamConn) SetWriteDeadline(time.Time) error { return nil }
+
+type pfAddr string
+
+func (a pfAddr) Network() string { return "portforward" }
+func (a pfAddr) String() string  { return string(a) }
+
+// Dial opens a port-forward through the API server to the agent's port and a gRPC client
+// connection over its streams, and waits until the agent's health service answers SERVING.
+// The connection carries the agent's services (agentv1.Session, Env, Fs, …) inside the API
+// server's TLS tunnel, reachable by no one else on this machine. Close (on the Agent) closes
+// it and the port-forward.
 //
 // A port-forward that breaks (the API server restarts, the laptop sleeps) is not
 // re-established yet: calls then fail with Unavailable and the caller dials again.
@@ -56,8 +124,9 @@ func (a *Agent) Dial(ctx context.Context) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient("passthrough:///127.0.0.1:"+strconv.Itoa(fw.local),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("passthrough:///agent",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(fw.dial))
 	if err != nil {
 		fw.close()
 		return nil, fmt.Errorf("grpc client for agent %s: %w", a, err)
@@ -74,9 +143,9 @@ func (a *Agent) Dial(ctx context.Context) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// forward starts the port-forward the way kubectl does: WebSockets first (the API server's
-// current protocol, which also passes proxies that strip SPDY's upgrade), falling back to SPDY
-// when the server does not speak it.
+// forward connects to the pod's portforward subresource the way kubectl does: WebSockets
+// first (the API server's current protocol, which also passes proxies that strip SPDY's
+// upgrade), falling back to SPDY when the server does not speak it.
 func (a *Agent) forward(ctx context.Context) (*forward, error) {
 	u := a.client.CoreV1().RESTClient().Post().
 		Resource("pods").Namespace(a.Namespace).Name(a.Pod).SubResource("portforward").URL()
@@ -92,32 +161,30 @@ func (a *Agent) forward(ctx context.Context) (*forward, error) {
 	fallback := portforward.NewFallbackDialer(ws, dialer, func(err error) bool {
 		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 	})
-
-	fw := &forward{stop: make(chan struct{}), done: make(chan error, 1)}
-	ready := make(chan struct{})
-	out := logWriter{a.log, zerolog.DebugLevel}
-	pf, err := portforward.NewOnAddresses(fallback, []string{"127.0.0.1"},
-		[]string{"0:" + strconv.Itoa(a.Port)}, fw.stop, ready, out, out)
-	if err != nil {
-		return nil, fmt.Errorf("port-forward to %s: %w", a, err)
+	type dialed struct {
+		conn httpstream.Connection
+		err  error
 	}
-	go func() { fw.done <- pf.ForwardPorts() }()
+	done := make(chan dialed, 1)
+	go func() {
+		conn, _, err := fallback.Dial(portforward.PortForwardProtocolV1Name)
+		done <- dialed{conn, err}
+	}()
 	select {
-	case <-ready:
-	case err := <-fw.done:
-		return nil, a.forwardError(err)
+	case d := <-done:
+		if d.err != nil {
+			return nil, a.forwardError(d.err)
+		}
+		a.log.Debug().Int("remote", a.Port).Str("pod", a.Pod).Msg("port-forward ready")
+		return &forward{conn: d.conn, port: a.Port}, nil
 	case <-ctx.Done():
-		fw.close()
+		go func() {
+			if d := <-done; d.conn != nil {
+				d.conn.Close()
+			}
+		}()
 		return nil, fmt.Errorf("port-forward to %s: %w", a, ctx.Err())
 	}
-	ports, err := pf.GetPorts()
-	if err != nil || len(ports) == 0 {
-		fw.close()
-		return nil, fmt.Errorf("port-forward to %s: no local port: %v", a, err)
-	}
-	fw.local = int(ports[0].Local)
-	a.log.Debug().Int("local", fw.local).Int("remote", a.Port).Str("pod", a.Pod).Msg("port-forward ready")
-	return fw, nil
 }
 
 // forwardError words a port-forward that could not start. The dialers return the API
@@ -160,18 +227,4 @@ func waitServing(ctx context.Context, conn *grpc.ClientConn) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// logWriter turns the port-forward's progress lines ("Forwarding from 127.0.0.1:…") into
-// debug log lines: the user's terminal belongs to the user's command.
-type logWriter struct {
-	log   zerolog.Logger
-	level zerolog.Level
-}
-
-var _ io.Writer = logWriter{}
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.log.WithLevel(w.level).Msg(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

@@ -230,6 +230,12 @@ func TestPreflightMessages(t *testing.T) {
 	if err := needRoot(0); err != nil {
 		t.Errorf("needRoot(0) = %v", err)
 	}
+	if err := needNetns("/proc/self/ns/net"); err != nil {
+		t.Errorf("needNetns on this machine = %v", err)
+	}
+	if err := needNetns("/nonexistent/ns/net"); err == nil || !strings.Contains(err.Error(), "no network namespaces") {
+		t.Errorf("needNetns without namespaces = %v", err)
+	}
 	c := testConfig(t)
 	os.MkdirAll(c.Bin, 0o755)
 	os.WriteFile(filepath.Join(c.Bin, "etcd"), []byte("#!/bin/sh\n"), 0o755)

@@ -37,10 +37,18 @@ func preflight(c Config) error {
 	if len(missing) > 0 {
 		return fmt.Errorf("missing on this machine: %s; `make deps` installs them", strings.Join(missing, ", "))
 	}
-	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
-		return errors.New("this kernel has no network namespaces (/proc/self/ns/net); the cluster and the laptop namespace need them")
+	if err := needNetns("/proc/self/ns/net"); err != nil {
+		return err
 	}
 	return missingBinaries(c)
+}
+
+// needNetns checks the kernel has network namespaces (nsPath is this process's).
+func needNetns(nsPath string) error {
+	if _, err := os.Stat(nsPath); err != nil {
+		return fmt.Errorf("this kernel has no network namespaces (%s is missing); the cluster and the laptop namespace need them", nsPath)
+	}
+	return nil
 }
 
 func needRoot(euid int) error {

@@ -3,7 +3,9 @@ package config
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sort"
 	"time"
 
@@ -227,7 +229,7 @@ func (l *loader) schemaOf(typ string) *schema.Block {
 }
 
 func (l *loader) load(body hcl.Body) hcl.Diagnostics {
-	for _, name := range sortedKeys(l.features) {
+	for _, name := range slices.Sorted(maps.Keys(l.features)) {
 		b := l.features[name]
 		switch {
 		case coreSchemas[name] != nil:
@@ -456,13 +458,4 @@ func quoteList(names []string) string {
 		out += fmt.Sprintf("%q", n)
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -2,7 +2,6 @@ package sdk
 
 import (
 	"context"
-	"sort"
 
 	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -42,12 +41,3 @@ func (c *Client) Env() pluginv1.EnvClient { return pluginv1.NewEnvClient(c.conn)
 
 // Fs is the plugin's fs service (call only when Info listed the "fs" feature).
 func (c *Client) Fs() pluginv1.FsClient { return pluginv1.NewFsClient(c.conn) }
-
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	plugin "github.com/hashicorp/go-plugin"
@@ -68,7 +70,7 @@ type server struct {
 func (s *server) Info(context.Context, *pluginv1.InfoRequest) (*pluginv1.InfoResponse, error) {
 	info := s.impl.Info()
 	resp := &pluginv1.InfoResponse{Name: info.Name, Version: info.Version}
-	for _, name := range sortedKeys(info.Blocks) {
+	for _, name := range slices.Sorted(maps.Keys(info.Blocks)) {
 		b, err := json.Marshal(info.Blocks[name])
 		if err != nil {
 			return nil, fmt.Errorf("plugin %s: schema of block %q: %w", info.Name, name, err)

@@ -74,7 +74,6 @@ import (
 	"fmt"
 	"math/big"
 	"reflect"
-	"sort"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -555,13 +554,4 @@ func quoteList(names []string, conj string) string {
 		return q[0]
 	}
 	return strings.Join(q[:len(q)-1], ", ") + " " + conj + " " + q[len(q)-1]
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

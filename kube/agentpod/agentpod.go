@@ -260,7 +260,7 @@ func findReadyJobPod(ctx context.Context, o Options, name string) (*corev1.Pod, 
 		if p.Labels["job-name"] != name && p.Labels["batch.kubernetes.io/job-name"] != name {
 			continue
 		}
-		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && podReady(p) {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && target.PodReady(p) {
 			return p, nil
 		}
 	}

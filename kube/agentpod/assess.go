@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/kwarp-dev/kwarp/version"
+
+	"github.com/kwarp-dev/kwarp/kube/target"
 )
 
 // Classes of start failures; test with errors.Is.
@@ -92,7 +94,7 @@ func assess(o observation) verdict {
 				join(": ", s.Waiting.Reason, s.Waiting.Message))}}
 		case s.Terminated != nil:
 			return verdict{Exited: s.Terminated}
-		case s.Running != nil && (o.Mode == ModeEphemeral || podReady(p)):
+		case s.Running != nil && (o.Mode == ModeEphemeral || target.PodReady(p)):
 			return verdict{Ready: true}
 		}
 	}
@@ -201,15 +203,6 @@ func containerStatus(p *corev1.Pod, name string) *corev1.ContainerStatus {
 		}
 	}
 	return nil
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // latestWarning is the newest Warning event with that reason ("" = any reason).

@@ -64,7 +64,7 @@ func List(ctx context.Context, c *kube.Clients, ns string) (targets []Target, wa
 	for i := range live {
 		p := live[i]
 		targets = append(targets, Target{Kind: KindPod, Name: p.Name, Namespace: p.Namespace,
-			Containers: containers(&p.Spec), Ready: isPodReady(&p), Pods: countReady([]corev1.Pod{p})})
+			Containers: containers(&p.Spec), Ready: PodReady(&p), Pods: countReady([]corev1.Pod{p})})
 	}
 	workload := func(kind Kind, meta metav1.ObjectMeta, sel *metav1.LabelSelector, spec *corev1.PodSpec) {
 		matched := selectPods(live, meta.Namespace, sel)
@@ -187,7 +187,7 @@ func containers(spec *corev1.PodSpec) []Container {
 
 func anyReady(pods []corev1.Pod) bool {
 	for i := range pods {
-		if pods[i].DeletionTimestamp == nil && isPodReady(&pods[i]) {
+		if pods[i].DeletionTimestamp == nil && PodReady(&pods[i]) {
 			return true
 		}
 	}
@@ -201,7 +201,7 @@ func countReady(pods []corev1.Pod) string {
 			continue
 		}
 		total++
-		if isPodReady(&pods[i]) {
+		if PodReady(&pods[i]) {
 			ready++
 		}
 	}

@@ -331,7 +331,7 @@ func note(kind Kind, name string, pod *corev1.Pod, container string, skipped []s
 	if len(skipped) > 0 {
 		extra = append(extra, "skipped mesh sidecar "+strings.Join(skipped, ", "))
 	}
-	if !isPodReady(pod) {
+	if !PodReady(pod) {
 		extra = append(extra, "pod not Ready")
 	}
 	if len(extra) > 0 {
@@ -360,7 +360,7 @@ func pickPod(pods []corev1.Pod, container string) (*corev1.Pod, bool) {
 		return nil, false
 	}
 	slices.SortStableFunc(candidates, func(a, b *corev1.Pod) int {
-		ra, rb := isPodReady(a), isPodReady(b)
+		ra, rb := PodReady(a), PodReady(b)
 		if ra != rb {
 			if ra {
 				return -1
@@ -372,7 +372,7 @@ func pickPod(pods []corev1.Pod, container string) (*corev1.Pod, bool) {
 		}
 		return strings.Compare(a.Name, b.Name)
 	})
-	return candidates[0], isPodReady(candidates[0])
+	return candidates[0], PodReady(candidates[0])
 }
 
 func containerRunning(p *corev1.Pod, container string) bool {
@@ -384,7 +384,8 @@ func containerRunning(p *corev1.Pod, container string) bool {
 	return false
 }
 
-func isPodReady(p *corev1.Pod) bool {
+// PodReady reports the pod's Ready condition.
+func PodReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {
 			return c.Status == corev1.ConditionTrue

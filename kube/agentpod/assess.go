@@ -10,9 +10,8 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/kwarp-dev/kwarp/version"
-
 	"github.com/kwarp-dev/kwarp/kube/target"
+	"github.com/kwarp-dev/kwarp/version"
 )
 
 // Classes of start failures; test with errors.Is.

@@ -6,15 +6,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"os"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
-	"github.com/kwarp-dev/kwarp/agent/sessionserver"
+	"github.com/kwarp-dev/kwarp/core"
 	"github.com/kwarp-dev/kwarp/kube"
 	"github.com/kwarp-dev/kwarp/kube/agentpod"
 	"github.com/kwarp-dev/kwarp/kube/target"
@@ -53,7 +51,7 @@ func (f *fixture) agentOptions(b *testing.B) agentpod.Options {
 type rawAgent struct {
 	agent *agentpod.Agent
 	conn  *grpc.ClientConn
-	stop  context.CancelFunc
+	stop  func()
 }
 
 // dialAgent ensures the agent (reusing the one kwarp started, or starting it as kwarp would),
@@ -70,35 +68,12 @@ func (f *fixture) dialAgent(b *testing.B) *rawAgent {
 		a.Close()
 		b.Fatalf("dial the agent: %v", err)
 	}
-	host, _ := os.Hostname()
-	sc := agentv1.NewSessionClient(conn)
-	if _, err := sc.Open(f.ctx, &agentv1.OpenRequest{SessionId: o.SessionID, User: "bench", Host: host, Version: testenv.KwarpVersion}); err != nil {
-		a.Close()
-		b.Fatalf("open a session with the agent: %v", err)
-	}
-	hctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), sessionserver.SessionIDKey, o.SessionID))
-	stream, err := sc.Hold(hctx)
+	stop, err := core.OpenSession(f.ctx, conn, o.SessionID)
 	if err != nil {
-		cancel()
 		a.Close()
-		b.Fatalf("hold the session: %v", err)
+		b.Fatal(err)
 	}
-	go func() { // the same keep-alive as core's session: a ping every 5s
-		for seq := int64(1); ; seq++ {
-			if stream.Send(&agentv1.Ping{Seq: seq}) != nil {
-				return
-			}
-			if _, err := stream.Recv(); err != nil {
-				return
-			}
-			select {
-			case <-hctx.Done():
-				return
-			case <-time.After(5 * time.Second):
-			}
-		}
-	}()
-	return &rawAgent{agent: a, conn: conn, stop: cancel}
+	return &rawAgent{agent: a, conn: conn, stop: stop}
 }
 
 func (r *rawAgent) Close() {

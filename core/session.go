@@ -183,7 +183,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 	if err != nil {
 		return 0, clusterErr("connect to the agent: %w", err)
 	}
-	stopHold, err := openSession(ctx, conn, sessionID)
+	stopHold, err := OpenSession(ctx, conn, sessionID)
 	if err != nil {
 		return 0, clusterErr("%w", err)
 	}
@@ -329,8 +329,9 @@ func waitStatus(err error) int {
 	return 1
 }
 
-// openSession registers with the agent and holds the lease until stop is called.
-func openSession(ctx context.Context, conn *grpc.ClientConn, id string) (stop func(), err error) {
+// OpenSession registers with the agent and holds the lease (a ping every 5 s) until stop is
+// called.
+func OpenSession(ctx context.Context, conn *grpc.ClientConn, id string) (stop func(), err error) {
 	host, _ := os.Hostname()
 	u := ""
 	if cu, err := user.Current(); err == nil {

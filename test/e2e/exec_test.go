@@ -157,18 +157,7 @@ func TestExecLeavesNoProcesses(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
-	kwarp := testenv.KwarpBinary(t)
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		out, _ := exec.Command("pgrep", "-f", kwarp).Output()
-		if len(strings.TrimSpace(string(out))) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kwarp processes left after the session: %s", out)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitGone(t, 5*time.Second, testenv.KwarpBinary(t))
 }
 
 // TestExecWriteModeWritesToThePod: in fs mode write, a file the command writes appears in the

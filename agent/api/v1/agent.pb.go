@@ -1485,6 +1485,354 @@ func (x *ErrnoResponse) GetErrno() int32 {
 	return 0
 }
 
+type ConnectRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Network string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"` // "tcp" or "udp"
+	// host:port. host is an IP, or a name the agent resolves with the target's resolv.conf
+	// (search list and ndots), as the pod would (kwarp port-forward -L 8080:backend:80).
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Token         []byte `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`                           // 16 random bytes chosen by the client; names the tunnel
+	TimeoutMs     uint32 `protobuf:"varint,4,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"` // connect timeout; 0 = the agent's default (20 s)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectRequest) Reset() {
+	*x = ConnectRequest{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectRequest) ProtoMessage() {}
+
+func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
+func (*ConnectRequest) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ConnectRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ConnectRequest) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *ConnectRequest) GetTimeoutMs() uint32 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+type ConnectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 0, or the errno the pod's connect gave (ECONNREFUSED, ETIMEDOUT, ENETUNREACH,
+	// EHOSTUNREACH); for a name that does not resolve, ENOENT with the message.
+	Errno         int32  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"`
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	LocalAddress  string `protobuf:"bytes,3,opt,name=local_address,json=localAddress,proto3" json:"local_address,omitempty"`    // the socket's address in the pod (for getsockname)
+	RemoteAddress string `protobuf:"bytes,4,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"` // the address connected to (the name resolved)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConnectResponse) Reset() {
+	*x = ConnectResponse{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConnectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConnectResponse) ProtoMessage() {}
+
+func (x *ConnectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConnectResponse.ProtoReflect.Descriptor instead.
+func (*ConnectResponse) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ConnectResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *ConnectResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ConnectResponse) GetLocalAddress() string {
+	if x != nil {
+		return x.LocalAddress
+	}
+	return ""
+}
+
+func (x *ConnectResponse) GetRemoteAddress() string {
+	if x != nil {
+		return x.RemoteAddress
+	}
+	return ""
+}
+
+type DnsQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packet        []byte                 `protobuf:"bytes,1,opt,name=packet,proto3" json:"packet,omitempty"` // a DNS message as the process sent it
+	Server        string                 `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"` // ip:port the process sent it to; "" = the pod's first nameserver
+	Tcp           bool                   `protobuf:"varint,3,opt,name=tcp,proto3" json:"tcp,omitempty"`      // ask over TCP (the process used TCP, or a UDP answer was truncated)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsQuery) Reset() {
+	*x = DnsQuery{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsQuery) ProtoMessage() {}
+
+func (x *DnsQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsQuery.ProtoReflect.Descriptor instead.
+func (*DnsQuery) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *DnsQuery) GetPacket() []byte {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
+func (x *DnsQuery) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *DnsQuery) GetTcp() bool {
+	if x != nil {
+		return x.Tcp
+	}
+	return false
+}
+
+type DnsAnswer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packet        []byte                 `protobuf:"bytes,1,opt,name=packet,proto3" json:"packet,omitempty"`
+	Errno         int32                  `protobuf:"varint,2,opt,name=errno,proto3" json:"errno,omitempty"` // the server did not answer: ETIMEDOUT, ECONNREFUSED
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsAnswer) Reset() {
+	*x = DnsAnswer{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsAnswer) ProtoMessage() {}
+
+func (x *DnsAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsAnswer.ProtoReflect.Descriptor instead.
+func (*DnsAnswer) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DnsAnswer) GetPacket() []byte {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
+func (x *DnsAnswer) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *DnsAnswer) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type DnsConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsConfigRequest) Reset() {
+	*x = DnsConfigRequest{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsConfigRequest) ProtoMessage() {}
+
+func (x *DnsConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsConfigRequest.ProtoReflect.Descriptor instead.
+func (*DnsConfigRequest) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{30}
+}
+
+type DnsConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ResolvConf    []byte                 `protobuf:"bytes,1,opt,name=resolv_conf,json=resolvConf,proto3" json:"resolv_conf,omitempty"`
+	Hosts         []byte                 `protobuf:"bytes,2,opt,name=hosts,proto3" json:"hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsConfigResponse) Reset() {
+	*x = DnsConfigResponse{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsConfigResponse) ProtoMessage() {}
+
+func (x *DnsConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsConfigResponse.ProtoReflect.Descriptor instead.
+func (*DnsConfigResponse) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *DnsConfigResponse) GetResolvConf() []byte {
+	if x != nil {
+		return x.ResolvConf
+	}
+	return nil
+}
+
+func (x *DnsConfigResponse) GetHosts() []byte {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
 var File_agent_api_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_api_v1_agent_proto_rawDesc = "" +
@@ -1583,7 +1931,31 @@ const file_agent_api_v1_agent_proto_rawDesc = "" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
 	"\x02to\x18\x02 \x01(\tR\x02to\"%\n" +
 	"\rErrnoResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno2\x84\x01\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"y\n" +
+	"\x0eConnectRequest\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\fR\x05token\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x04 \x01(\rR\ttimeoutMs\"\x8d\x01\n" +
+	"\x0fConnectResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12#\n" +
+	"\rlocal_address\x18\x03 \x01(\tR\flocalAddress\x12%\n" +
+	"\x0eremote_address\x18\x04 \x01(\tR\rremoteAddress\"L\n" +
+	"\bDnsQuery\x12\x16\n" +
+	"\x06packet\x18\x01 \x01(\fR\x06packet\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12\x10\n" +
+	"\x03tcp\x18\x03 \x01(\bR\x03tcp\"S\n" +
+	"\tDnsAnswer\x12\x16\n" +
+	"\x06packet\x18\x01 \x01(\fR\x06packet\x12\x14\n" +
+	"\x05errno\x18\x02 \x01(\x05R\x05errno\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x12\n" +
+	"\x10DnsConfigRequest\"J\n" +
+	"\x11DnsConfigResponse\x12\x1f\n" +
+	"\vresolv_conf\x18\x01 \x01(\fR\n" +
+	"resolvConf\x12\x14\n" +
+	"\x05hosts\x18\x02 \x01(\fR\x05hosts2\x84\x01\n" +
 	"\aSession\x12A\n" +
 	"\x04Open\x12\x1b.kwarp.agent.v1.OpenRequest\x1a\x1c.kwarp.agent.v1.OpenResponse\x126\n" +
 	"\x04Hold\x12\x14.kwarp.agent.v1.Ping\x1a\x14.kwarp.agent.v1.Pong(\x010\x012K\n" +
@@ -1598,7 +1970,12 @@ const file_agent_api_v1_agent_proto_rawDesc = "" +
 	"\x05Write\x12\x1a.kwarp.agent.v1.WriteChunk\x1a\x1d.kwarp.agent.v1.WriteResponse(\x01\x12D\n" +
 	"\x05Mkdir\x12\x1c.kwarp.agent.v1.MkdirRequest\x1a\x1d.kwarp.agent.v1.ErrnoResponse\x12F\n" +
 	"\x06Unlink\x12\x1d.kwarp.agent.v1.UnlinkRequest\x1a\x1d.kwarp.agent.v1.ErrnoResponse\x12F\n" +
-	"\x06Rename\x12\x1d.kwarp.agent.v1.RenameRequest\x1a\x1d.kwarp.agent.v1.ErrnoResponseB1Z/github.com/kwarp-dev/kwarp/agent/api/v1;agentv1b\x06proto3"
+	"\x06Rename\x12\x1d.kwarp.agent.v1.RenameRequest\x1a\x1d.kwarp.agent.v1.ErrnoResponse2V\n" +
+	"\bOutgoing\x12J\n" +
+	"\aConnect\x12\x1e.kwarp.agent.v1.ConnectRequest\x1a\x1f.kwarp.agent.v1.ConnectResponse2\x92\x01\n" +
+	"\x03Dns\x12<\n" +
+	"\x05Query\x12\x18.kwarp.agent.v1.DnsQuery\x1a\x19.kwarp.agent.v1.DnsAnswer\x12M\n" +
+	"\x06Config\x12 .kwarp.agent.v1.DnsConfigRequest\x1a!.kwarp.agent.v1.DnsConfigResponseB1Z/github.com/kwarp-dev/kwarp/agent/api/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_api_v1_agent_proto_rawDescOnce sync.Once
@@ -1612,34 +1989,40 @@ func file_agent_api_v1_agent_proto_rawDescGZIP() []byte {
 	return file_agent_api_v1_agent_proto_rawDescData
 }
 
-var file_agent_api_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_agent_api_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_agent_api_v1_agent_proto_goTypes = []any{
-	(*OpenRequest)(nil),      // 0: kwarp.agent.v1.OpenRequest
-	(*OpenResponse)(nil),     // 1: kwarp.agent.v1.OpenResponse
-	(*Target)(nil),           // 2: kwarp.agent.v1.Target
-	(*Ping)(nil),             // 3: kwarp.agent.v1.Ping
-	(*Pong)(nil),             // 4: kwarp.agent.v1.Pong
-	(*GetEnvRequest)(nil),    // 5: kwarp.agent.v1.GetEnvRequest
-	(*GetEnvResponse)(nil),   // 6: kwarp.agent.v1.GetEnvResponse
-	(*EnvVar)(nil),           // 7: kwarp.agent.v1.EnvVar
-	(*FileInfo)(nil),         // 8: kwarp.agent.v1.FileInfo
-	(*StatRequest)(nil),      // 9: kwarp.agent.v1.StatRequest
-	(*StatResponse)(nil),     // 10: kwarp.agent.v1.StatResponse
-	(*ReadRequest)(nil),      // 11: kwarp.agent.v1.ReadRequest
-	(*ReadChunk)(nil),        // 12: kwarp.agent.v1.ReadChunk
-	(*ReadDirRequest)(nil),   // 13: kwarp.agent.v1.ReadDirRequest
-	(*DirEntry)(nil),         // 14: kwarp.agent.v1.DirEntry
-	(*ReadDirResponse)(nil),  // 15: kwarp.agent.v1.ReadDirResponse
-	(*ReadLinkRequest)(nil),  // 16: kwarp.agent.v1.ReadLinkRequest
-	(*ReadLinkResponse)(nil), // 17: kwarp.agent.v1.ReadLinkResponse
-	(*AccessRequest)(nil),    // 18: kwarp.agent.v1.AccessRequest
-	(*AccessResponse)(nil),   // 19: kwarp.agent.v1.AccessResponse
-	(*WriteChunk)(nil),       // 20: kwarp.agent.v1.WriteChunk
-	(*WriteResponse)(nil),    // 21: kwarp.agent.v1.WriteResponse
-	(*MkdirRequest)(nil),     // 22: kwarp.agent.v1.MkdirRequest
-	(*UnlinkRequest)(nil),    // 23: kwarp.agent.v1.UnlinkRequest
-	(*RenameRequest)(nil),    // 24: kwarp.agent.v1.RenameRequest
-	(*ErrnoResponse)(nil),    // 25: kwarp.agent.v1.ErrnoResponse
+	(*OpenRequest)(nil),       // 0: kwarp.agent.v1.OpenRequest
+	(*OpenResponse)(nil),      // 1: kwarp.agent.v1.OpenResponse
+	(*Target)(nil),            // 2: kwarp.agent.v1.Target
+	(*Ping)(nil),              // 3: kwarp.agent.v1.Ping
+	(*Pong)(nil),              // 4: kwarp.agent.v1.Pong
+	(*GetEnvRequest)(nil),     // 5: kwarp.agent.v1.GetEnvRequest
+	(*GetEnvResponse)(nil),    // 6: kwarp.agent.v1.GetEnvResponse
+	(*EnvVar)(nil),            // 7: kwarp.agent.v1.EnvVar
+	(*FileInfo)(nil),          // 8: kwarp.agent.v1.FileInfo
+	(*StatRequest)(nil),       // 9: kwarp.agent.v1.StatRequest
+	(*StatResponse)(nil),      // 10: kwarp.agent.v1.StatResponse
+	(*ReadRequest)(nil),       // 11: kwarp.agent.v1.ReadRequest
+	(*ReadChunk)(nil),         // 12: kwarp.agent.v1.ReadChunk
+	(*ReadDirRequest)(nil),    // 13: kwarp.agent.v1.ReadDirRequest
+	(*DirEntry)(nil),          // 14: kwarp.agent.v1.DirEntry
+	(*ReadDirResponse)(nil),   // 15: kwarp.agent.v1.ReadDirResponse
+	(*ReadLinkRequest)(nil),   // 16: kwarp.agent.v1.ReadLinkRequest
+	(*ReadLinkResponse)(nil),  // 17: kwarp.agent.v1.ReadLinkResponse
+	(*AccessRequest)(nil),     // 18: kwarp.agent.v1.AccessRequest
+	(*AccessResponse)(nil),    // 19: kwarp.agent.v1.AccessResponse
+	(*WriteChunk)(nil),        // 20: kwarp.agent.v1.WriteChunk
+	(*WriteResponse)(nil),     // 21: kwarp.agent.v1.WriteResponse
+	(*MkdirRequest)(nil),      // 22: kwarp.agent.v1.MkdirRequest
+	(*UnlinkRequest)(nil),     // 23: kwarp.agent.v1.UnlinkRequest
+	(*RenameRequest)(nil),     // 24: kwarp.agent.v1.RenameRequest
+	(*ErrnoResponse)(nil),     // 25: kwarp.agent.v1.ErrnoResponse
+	(*ConnectRequest)(nil),    // 26: kwarp.agent.v1.ConnectRequest
+	(*ConnectResponse)(nil),   // 27: kwarp.agent.v1.ConnectResponse
+	(*DnsQuery)(nil),          // 28: kwarp.agent.v1.DnsQuery
+	(*DnsAnswer)(nil),         // 29: kwarp.agent.v1.DnsAnswer
+	(*DnsConfigRequest)(nil),  // 30: kwarp.agent.v1.DnsConfigRequest
+	(*DnsConfigResponse)(nil), // 31: kwarp.agent.v1.DnsConfigResponse
 }
 var file_agent_api_v1_agent_proto_depIdxs = []int32{
 	2,  // 0: kwarp.agent.v1.OpenResponse.target:type_name -> kwarp.agent.v1.Target
@@ -1659,20 +2042,26 @@ var file_agent_api_v1_agent_proto_depIdxs = []int32{
 	22, // 14: kwarp.agent.v1.Fs.Mkdir:input_type -> kwarp.agent.v1.MkdirRequest
 	23, // 15: kwarp.agent.v1.Fs.Unlink:input_type -> kwarp.agent.v1.UnlinkRequest
 	24, // 16: kwarp.agent.v1.Fs.Rename:input_type -> kwarp.agent.v1.RenameRequest
-	1,  // 17: kwarp.agent.v1.Session.Open:output_type -> kwarp.agent.v1.OpenResponse
-	4,  // 18: kwarp.agent.v1.Session.Hold:output_type -> kwarp.agent.v1.Pong
-	6,  // 19: kwarp.agent.v1.Env.Get:output_type -> kwarp.agent.v1.GetEnvResponse
-	10, // 20: kwarp.agent.v1.Fs.Stat:output_type -> kwarp.agent.v1.StatResponse
-	12, // 21: kwarp.agent.v1.Fs.Read:output_type -> kwarp.agent.v1.ReadChunk
-	15, // 22: kwarp.agent.v1.Fs.ReadDir:output_type -> kwarp.agent.v1.ReadDirResponse
-	17, // 23: kwarp.agent.v1.Fs.ReadLink:output_type -> kwarp.agent.v1.ReadLinkResponse
-	19, // 24: kwarp.agent.v1.Fs.Access:output_type -> kwarp.agent.v1.AccessResponse
-	21, // 25: kwarp.agent.v1.Fs.Write:output_type -> kwarp.agent.v1.WriteResponse
-	25, // 26: kwarp.agent.v1.Fs.Mkdir:output_type -> kwarp.agent.v1.ErrnoResponse
-	25, // 27: kwarp.agent.v1.Fs.Unlink:output_type -> kwarp.agent.v1.ErrnoResponse
-	25, // 28: kwarp.agent.v1.Fs.Rename:output_type -> kwarp.agent.v1.ErrnoResponse
-	17, // [17:29] is the sub-list for method output_type
-	5,  // [5:17] is the sub-list for method input_type
+	26, // 17: kwarp.agent.v1.Outgoing.Connect:input_type -> kwarp.agent.v1.ConnectRequest
+	28, // 18: kwarp.agent.v1.Dns.Query:input_type -> kwarp.agent.v1.DnsQuery
+	30, // 19: kwarp.agent.v1.Dns.Config:input_type -> kwarp.agent.v1.DnsConfigRequest
+	1,  // 20: kwarp.agent.v1.Session.Open:output_type -> kwarp.agent.v1.OpenResponse
+	4,  // 21: kwarp.agent.v1.Session.Hold:output_type -> kwarp.agent.v1.Pong
+	6,  // 22: kwarp.agent.v1.Env.Get:output_type -> kwarp.agent.v1.GetEnvResponse
+	10, // 23: kwarp.agent.v1.Fs.Stat:output_type -> kwarp.agent.v1.StatResponse
+	12, // 24: kwarp.agent.v1.Fs.Read:output_type -> kwarp.agent.v1.ReadChunk
+	15, // 25: kwarp.agent.v1.Fs.ReadDir:output_type -> kwarp.agent.v1.ReadDirResponse
+	17, // 26: kwarp.agent.v1.Fs.ReadLink:output_type -> kwarp.agent.v1.ReadLinkResponse
+	19, // 27: kwarp.agent.v1.Fs.Access:output_type -> kwarp.agent.v1.AccessResponse
+	21, // 28: kwarp.agent.v1.Fs.Write:output_type -> kwarp.agent.v1.WriteResponse
+	25, // 29: kwarp.agent.v1.Fs.Mkdir:output_type -> kwarp.agent.v1.ErrnoResponse
+	25, // 30: kwarp.agent.v1.Fs.Unlink:output_type -> kwarp.agent.v1.ErrnoResponse
+	25, // 31: kwarp.agent.v1.Fs.Rename:output_type -> kwarp.agent.v1.ErrnoResponse
+	27, // 32: kwarp.agent.v1.Outgoing.Connect:output_type -> kwarp.agent.v1.ConnectResponse
+	29, // 33: kwarp.agent.v1.Dns.Query:output_type -> kwarp.agent.v1.DnsAnswer
+	31, // 34: kwarp.agent.v1.Dns.Config:output_type -> kwarp.agent.v1.DnsConfigResponse
+	20, // [20:35] is the sub-list for method output_type
+	5,  // [5:20] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -1689,9 +2078,9 @@ func file_agent_api_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_api_v1_agent_proto_rawDesc), len(file_agent_api_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   32,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   5,
 		},
 		GoTypes:           file_agent_api_v1_agent_proto_goTypes,
 		DependencyIndexes: file_agent_api_v1_agent_proto_depIdxs,

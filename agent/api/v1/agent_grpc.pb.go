@@ -688,3 +688,267 @@ var Fs_ServiceDesc = grpc.ServiceDesc{
 	},
 	Metadata: "agent/api/v1/agent.proto",
 }
+
+const (
+	Outgoing_Connect_FullMethodName = "/kwarp.agent.v1.Outgoing/Connect"
+)
+
+// OutgoingClient is the client API for Outgoing service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Outgoing opens connections from inside the target's network namespace (targetless: the
+// agent pod's own). The control exchange is here; the bytes travel on a tunnel (see
+// agent/api/tunnel): a raw port-forward stream to the agent's port that starts with the
+// tunnel magic and the connection's token. Connect and the tunnel may arrive in either order;
+// the agent pairs them by token and drops a half that finds no partner within 10 s.
+type OutgoingClient interface {
+	Connect(ctx context.Context, in *ConnectRequest, opts ...grpc.CallOption) (*ConnectResponse, error)
+}
+
+type outgoingClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewOutgoingClient(cc grpc.ClientConnInterface) OutgoingClient {
+	return &outgoingClient{cc}
+}
+
+func (c *outgoingClient) Connect(ctx context.Context, in *ConnectRequest, opts ...grpc.CallOption) (*ConnectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ConnectResponse)
+	err := c.cc.Invoke(ctx, Outgoing_Connect_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// OutgoingServer is the server API for Outgoing service.
+// All implementations must embed UnimplementedOutgoingServer
+// for forward compatibility.
+//
+// Outgoing opens connections from inside the target's network namespace (targetless: the
+// agent pod's own). The control exchange is here; the bytes travel on a tunnel (see
+// agent/api/tunnel): a raw port-forward stream to the agent's port that starts with the
+// tunnel magic and the connection's token. Connect and the tunnel may arrive in either order;
+// the agent pairs them by token and drops a half that finds no partner within 10 s.
+type OutgoingServer interface {
+	Connect(context.Context, *ConnectRequest) (*ConnectResponse, error)
+	mustEmbedUnimplementedOutgoingServer()
+}
+
+// UnimplementedOutgoingServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedOutgoingServer struct{}
+
+func (UnimplementedOutgoingServer) Connect(context.Context, *ConnectRequest) (*ConnectResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Connect not implemented")
+}
+func (UnimplementedOutgoingServer) mustEmbedUnimplementedOutgoingServer() {}
+func (UnimplementedOutgoingServer) testEmbeddedByValue()                  {}
+
+// UnsafeOutgoingServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to OutgoingServer will
+// result in compilation errors.
+type UnsafeOutgoingServer interface {
+	mustEmbedUnimplementedOutgoingServer()
+}
+
+func RegisterOutgoingServer(s grpc.ServiceRegistrar, srv OutgoingServer) {
+	// If the following call pancis, it indicates UnimplementedOutgoingServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Outgoing_ServiceDesc, srv)
+}
+
+func _Outgoing_Connect_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ConnectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OutgoingServer).Connect(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Outgoing_Connect_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OutgoingServer).Connect(ctx, req.(*ConnectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Outgoing_ServiceDesc is the grpc.ServiceDesc for Outgoing service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Outgoing_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "kwarp.agent.v1.Outgoing",
+	HandlerType: (*OutgoingServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Connect",
+			Handler:    _Outgoing_Connect_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "agent/api/v1/agent.proto",
+}
+
+const (
+	Dns_Query_FullMethodName  = "/kwarp.agent.v1.Dns/Query"
+	Dns_Config_FullMethodName = "/kwarp.agent.v1.Dns/Config"
+)
+
+// DnsClient is the client API for Dns service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Dns answers DNS queries as the target pod would: the raw query goes from the target's
+// network namespace to the nameserver the process asked (one the pod's resolv.conf lists).
+type DnsClient interface {
+	Query(ctx context.Context, in *DnsQuery, opts ...grpc.CallOption) (*DnsAnswer, error)
+	// Config is the target's resolv.conf (targetless: the agent pod's), for the files layer
+	// when the target's own files are not served (targetless sessions).
+	Config(ctx context.Context, in *DnsConfigRequest, opts ...grpc.CallOption) (*DnsConfigResponse, error)
+}
+
+type dnsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewDnsClient(cc grpc.ClientConnInterface) DnsClient {
+	return &dnsClient{cc}
+}
+
+func (c *dnsClient) Query(ctx context.Context, in *DnsQuery, opts ...grpc.CallOption) (*DnsAnswer, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DnsAnswer)
+	err := c.cc.Invoke(ctx, Dns_Query_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *dnsClient) Config(ctx context.Context, in *DnsConfigRequest, opts ...grpc.CallOption) (*DnsConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DnsConfigResponse)
+	err := c.cc.Invoke(ctx, Dns_Config_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DnsServer is the server API for Dns service.
+// All implementations must embed UnimplementedDnsServer
+// for forward compatibility.
+//
+// Dns answers DNS queries as the target pod would: the raw query goes from the target's
+// network namespace to the nameserver the process asked (one the pod's resolv.conf lists).
+type DnsServer interface {
+	Query(context.Context, *DnsQuery) (*DnsAnswer, error)
+	// Config is the target's resolv.conf (targetless: the agent pod's), for the files layer
+	// when the target's own files are not served (targetless sessions).
+	Config(context.Context, *DnsConfigRequest) (*DnsConfigResponse, error)
+	mustEmbedUnimplementedDnsServer()
+}
+
+// UnimplementedDnsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedDnsServer struct{}
+
+func (UnimplementedDnsServer) Query(context.Context, *DnsQuery) (*DnsAnswer, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Query not implemented")
+}
+func (UnimplementedDnsServer) Config(context.Context, *DnsConfigRequest) (*DnsConfigResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Config not implemented")
+}
+func (UnimplementedDnsServer) mustEmbedUnimplementedDnsServer() {}
+func (UnimplementedDnsServer) testEmbeddedByValue()             {}
+
+// UnsafeDnsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to DnsServer will
+// result in compilation errors.
+type UnsafeDnsServer interface {
+	mustEmbedUnimplementedDnsServer()
+}
+
+func RegisterDnsServer(s grpc.ServiceRegistrar, srv DnsServer) {
+	// If the following call pancis, it indicates UnimplementedDnsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Dns_ServiceDesc, srv)
+}
+
+func _Dns_Query_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DnsQuery)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DnsServer).Query(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dns_Query_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DnsServer).Query(ctx, req.(*DnsQuery))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Dns_Config_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DnsConfigRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DnsServer).Config(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dns_Config_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DnsServer).Config(ctx, req.(*DnsConfigRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Dns_ServiceDesc is the grpc.ServiceDesc for Dns service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Dns_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "kwarp.agent.v1.Dns",
+	HandlerType: (*DnsServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Query",
+			Handler:    _Dns_Query_Handler,
+		},
+		{
+			MethodName: "Config",
+			Handler:    _Dns_Config_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "agent/api/v1/agent.proto",
+}

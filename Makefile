@@ -42,10 +42,12 @@ image: bin/kwarp-agent
 	echo "dist/kwarp-agent.tar: $$ref"
 
 # Debian packages the cluster and the tests need (installed only when missing)
-DEB_CMDS := containerd:containerd runc:runc ip:iproute2 iptables:iptables conntrack:conntrack file:file
+DEB_CMDS := containerd:containerd runc:runc ip:iproute2 iptables:iptables conntrack:conntrack file:file \
+	redis-server:redis-server redis-cli:redis-tools dig:bind9-dnsutils
 deps:
 	@need=""; for p in $(DEB_CMDS); do command -v $${p%%:*} >/dev/null || need="$$need $${p##*:}"; done; \
 	[ -x /usr/lib/cni/bridge ] || need="$$need containernetworking-plugins"; \
+	/usr/bin/python3 -c 'import requests' 2>/dev/null || need="$$need python3-requests"; \
 	if [ -n "$$need" ]; then \
 		echo "[deps] installing Debian packages:$$need"; \
 		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null; \

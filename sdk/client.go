@@ -41,3 +41,9 @@ func (c *Client) Env() pluginv1.EnvClient { return pluginv1.NewEnvClient(c.conn)
 
 // Fs is the plugin's fs service (call only when Info listed the "fs" feature).
 func (c *Client) Fs() pluginv1.FsClient { return pluginv1.NewFsClient(c.conn) }
+
+// Net is the plugin's net service (call only when Info listed the "net" feature).
+func (c *Client) Net() pluginv1.NetClient { return pluginv1.NewNetClient(c.conn) }
+
+// Dns is the plugin's dns service (call only when Info listed the "dns" feature).
+func (c *Client) Dns() pluginv1.DnsClient { return pluginv1.NewDnsClient(c.conn) }

@@ -43,6 +43,12 @@ func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error
 	if f, ok := p.Impl.(FsPlugin); ok {
 		pluginv1.RegisterFsServer(s, &fsServer{impl: f})
 	}
+	if n, ok := p.Impl.(NetPlugin); ok {
+		pluginv1.RegisterNetServer(s, &netServer{impl: n})
+	}
+	if d, ok := p.Impl.(DnsPlugin); ok {
+		pluginv1.RegisterDnsServer(s, &dnsServer{impl: d})
+	}
 	return nil
 }
 
@@ -83,6 +89,12 @@ func (s *server) Info(context.Context, *pluginv1.InfoRequest) (*pluginv1.InfoRes
 	}
 	if _, ok := s.impl.(FsPlugin); ok {
 		resp.Features = append(resp.Features, "fs")
+	}
+	if _, ok := s.impl.(NetPlugin); ok {
+		resp.Features = append(resp.Features, "net")
+	}
+	if _, ok := s.impl.(DnsPlugin); ok {
+		resp.Features = append(resp.Features, "dns")
 	}
 	return resp, nil
 }
@@ -174,6 +186,33 @@ func (s *fsServer) Access(ctx context.Context, req *pluginv1.AccessRequest) (*pl
 		return nil, err
 	}
 	return &pluginv1.ErrnoResponse{Errno: int32(errno)}, nil
+}
+
+type netServer struct {
+	pluginv1.UnimplementedNetServer
+	impl NetPlugin
+}
+
+func (s *netServer) Connect(ctx context.Context, req *pluginv1.NetConnectRequest) (*pluginv1.NetConnectResponse, error) {
+	r, err := s.impl.Connect(ctx, req.Network, req.Address, req.Token)
+	if err != nil {
+		return nil, err
+	}
+	return &pluginv1.NetConnectResponse{Errno: int32(r.Errno), Message: r.Message,
+		LocalAddress: r.LocalAddress, RemoteAddress: r.RemoteAddress}, nil
+}
+
+type dnsServer struct {
+	pluginv1.UnimplementedDnsServer
+	impl DnsPlugin
+}
+
+func (s *dnsServer) Query(ctx context.Context, req *pluginv1.DnsQueryRequest) (*pluginv1.DnsQueryResponse, error) {
+	a, err := s.impl.Query(ctx, req.Server, req.Packet, req.Tcp)
+	if err != nil {
+		return nil, err
+	}
+	return &pluginv1.DnsQueryResponse{Packet: a.Packet, Errno: int32(a.Errno), Message: a.Message}, nil
 }
 
 func infoToPB(fi FileInfo) *pluginv1.FileInfo {

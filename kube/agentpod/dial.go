@@ -98,8 +98,12 @@ func (c *streamConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func (c *streamConn) Write(b []byte) (int, error)      { return c.data.Write(b) }
-func (c *streamConn) Close() error                     { return c.data.Reset() }
+func (c *streamConn) Write(b []byte) (int, error) { return c.data.Write(b) }
+func (c *streamConn) Close() error                { return c.data.Reset() }
+
+// CloseWrite ends the stream's sending half (a TCP half-close travelling through the
+// port-forward); reads go on until the agent closes its side.
+func (c *streamConn) CloseWrite() error                { return c.data.Close() }
 func (c *streamConn) LocalAddr() net.Addr              { return pfAddr("kwarp-session") }
 func (c *streamConn) RemoteAddr() net.Addr             { return pfAddr("agent:" + strconv.Itoa(c.port)) }
 func (c *streamConn) SetDeadline(time.Time) error      { return nil }
@@ -141,6 +145,27 @@ func (a *Agent) Dial(ctx context.Context) (*grpc.ClientConn, error) {
 	a.conns = append(a.conns, conn)
 	a.mu.Unlock()
 	return conn, nil
+}
+
+// Tunnel opens a raw stream to the agent's port on the port-forward of the last Dial: the
+// agent's data tunnels (agent/api/tunnel) for outgoing connections. Like the gRPC connection
+// it is reachable by no one else on this machine. Each tunnel is one stream pair, the unit
+// kubectl's port-forward uses per local connection.
+func (a *Agent) Tunnel(ctx context.Context) (net.Conn, error) {
+	a.mu.Lock()
+	var fw *forward
+	if n := len(a.forwards); n > 0 {
+		fw = a.forwards[n-1]
+	}
+	a.mu.Unlock()
+	if fw == nil {
+		return nil, fmt.Errorf("tunnel to agent %s: not dialed", a)
+	}
+	c, err := fw.dial(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("tunnel to agent %s: %w", a, err)
+	}
+	return c, nil
 }
 
 // forward connects to the pod's portforward subresource the way kubectl does: WebSockets

@@ -32,20 +32,155 @@ func vmFor(t *testing.T, f *Filter) *bpf.VM {
 // seccompData lays out struct seccomp_data for the interpreter. The kernel loads 32-bit words
 // in native order, the interpreter in network order; writing each word big-endian at its
 // offset gives the program the same values the kernel would.
-func seccompData(nr, arch uint32) []byte {
+// Each 64-bit argument is two words, the low one first as on the little-endian machines
+// the layer runs on.
+func seccompData(nr, arch uint32, args ...uint64) []byte {
 	b := make([]byte, 64)
 	binary.BigEndian.PutUint32(b[offNr:], nr)
 	binary.BigEndian.PutUint32(b[offArch:], arch)
+	for i, a := range args {
+		binary.BigEndian.PutUint32(b[offArgs+8*i:], uint32(a))
+		binary.BigEndian.PutUint32(b[offArgs+8*i+4:], uint32(a>>32))
+	}
 	return b
 }
 
-func run(t *testing.T, vm *bpf.VM, nr, arch uint32) uint32 {
+func run(t *testing.T, vm *bpf.VM, nr, arch uint32, args ...uint64) uint32 {
 	t.Helper()
-	v, err := vm.Run(seccompData(nr, arch))
+	v, err := vm.Run(seccompData(nr, arch, args...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return uint32(v)
+}
+
+func mustNumber(t *testing.T, name string) uint32 {
+	t.Helper()
+	n, ok := Number(name)
+	if !ok {
+		t.Fatalf("no %s here", name)
+	}
+	return uint32(n)
+}
+
+// TestConditionalRules: sendto and recvfrom trap only with an address (args[4]), whichever
+// half of the pointer is non-zero; the other net calls trap always; the file set is unchanged.
+func TestConditionalRules(t *testing.T) {
+	f, err := NewFilter(FileSyscalls, NetRules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := vmFor(t, f)
+	const (
+		notify = unix.SECCOMP_RET_USER_NOTIF
+		allow  = unix.SECCOMP_RET_ALLOW
+	)
+	tests := []struct {
+		name string
+		call string
+		args []uint64
+		want uint32
+	}{
+		{"sendto without dest", "sendto", []uint64{3, 0x7fff0000, 10, 0, 0, 0}, allow},
+		{"sendto with dest", "sendto", []uint64{3, 0x7fff0000, 10, 0, 0x7ffe1234, 16}, notify},
+		{"sendto with dest in the high half", "sendto", []uint64{3, 0, 10, 0, 0x7ffe << 32, 16}, notify},
+		{"sendto, other args set, no dest", "sendto", []uint64{^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0), 0, ^uint64(0)}, allow},
+		{"recvfrom without src", "recvfrom", []uint64{3, 0x7fff0000, 10, 0, 0, 0}, allow},
+		{"recvfrom with src", "recvfrom", []uint64{3, 0x7fff0000, 10, 0, 0x7ffe1234, 0x7ffe1300}, notify},
+		{"connect", "connect", []uint64{3, 0, 0}, notify},
+		{"sendmsg", "sendmsg", nil, notify},
+		{"sendmmsg", "sendmmsg", nil, notify},
+		{"recvmsg", "recvmsg", nil, notify},
+		{"recvmmsg", "recvmmsg", nil, notify},
+		{"getpeername", "getpeername", nil, notify},
+		{"getsockname", "getsockname", nil, notify},
+		{"openat", "openat", nil, notify},
+		{"socket", "socket", nil, allow},
+		{"bind", "bind", []uint64{0, 1, 2, 3, 4, 5}, allow},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := run(t, vm, mustNumber(t, tt.call), AuditArch, tt.args...); got != tt.want {
+				t.Errorf("verdict %#x, want %#x", got, tt.want)
+			}
+		})
+	}
+	for _, name := range NetSyscalls {
+		if !slices.Contains(f.Trapped, name) {
+			t.Errorf("%s is not in Trapped %v", name, f.Trapped)
+		}
+	}
+	// the backstops still hold with blocks between the compares and the verdicts
+	if got := run(t, vm, mustNumber(t, "sendto"), AuditArch^1, 0, 0, 0, 0, 1); got != unix.SECCOMP_RET_KILL_PROCESS {
+		t.Errorf("foreign arch sendto: verdict %#x", got)
+	}
+}
+
+func TestRuleMerging(t *testing.T) {
+	sendto := mustNumber(t, "sendto")
+	tests := []struct {
+		name  string
+		trap  []string
+		rules []Rule
+		args  []uint64
+		want  uint32
+	}{
+		{"named and conditional: always", []string{"sendto"}, []Rule{{Name: "sendto", When: ArgNonZero(4)}}, nil, unix.SECCOMP_RET_USER_NOTIF},
+		{"conditional then unconditional: always", nil, []Rule{{Name: "sendto", When: ArgNonZero(4)}, {Name: "sendto"}}, nil, unix.SECCOMP_RET_USER_NOTIF},
+		{"two conditions, first holds", nil, []Rule{{Name: "sendto", When: ArgNonZero(4)}, {Name: "sendto", When: ArgNonZero(3)}}, []uint64{0, 0, 0, 0, 1}, unix.SECCOMP_RET_USER_NOTIF},
+		{"two conditions, second holds", nil, []Rule{{Name: "sendto", When: ArgNonZero(4)}, {Name: "sendto", When: ArgNonZero(3)}}, []uint64{0, 0, 0, 1 << 40, 0}, unix.SECCOMP_RET_USER_NOTIF},
+		{"two conditions, none holds", nil, []Rule{{Name: "sendto", When: ArgNonZero(4)}, {Name: "sendto", When: ArgNonZero(3)}}, []uint64{1, 1, 1, 0, 0, 1}, unix.SECCOMP_RET_ALLOW},
+		{"argument 0", nil, []Rule{{Name: "sendto", When: ArgNonZero(0)}}, []uint64{1}, unix.SECCOMP_RET_USER_NOTIF},
+		{"argument 5", nil, []Rule{{Name: "sendto", When: ArgNonZero(5)}}, []uint64{0, 0, 0, 0, 0, 1 << 63}, unix.SECCOMP_RET_USER_NOTIF},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := NewFilter(tt.trap, tt.rules...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(f.Trapped, []string{"sendto"}) {
+				t.Errorf("Trapped %v", f.Trapped)
+			}
+			if got := run(t, vmFor(t, f), sendto, AuditArch, tt.args...); got != tt.want {
+				t.Errorf("verdict %#x, want %#x", got, tt.want)
+			}
+		})
+	}
+	for _, bad := range []int{-1, 6} {
+		if _, err := NewFilter(nil, Rule{Name: "sendto", When: ArgNonZero(bad)}); err == nil || !strings.Contains(err.Error(), "out of range") {
+			t.Errorf("ArgNonZero(%d): %v, want out of range", bad, err)
+		}
+	}
+	if _, err := NewFilter(nil, Rule{Name: "sendtoo", When: ArgNonZero(4)}); err == nil {
+		t.Error("unknown name in a rule: no error")
+	}
+}
+
+// TestConditionalFilterExhaustive: every known call, with and without args[4], against the
+// full session set: only sendto and recvfrom depend on it.
+func TestConditionalFilterExhaustive(t *testing.T) {
+	f, err := NewFilter(FileSyscalls, NetRules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := vmFor(t, f)
+	for _, name := range Names() {
+		nr, _ := Number(name)
+		for _, a4 := range []uint64{0, 0xdead} {
+			want := uint32(unix.SECCOMP_RET_ALLOW)
+			switch {
+			case name == "io_uring_setup":
+				want = unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)
+			case (name == "sendto" || name == "recvfrom") && a4 == 0:
+			case slices.Contains(FileSyscalls, name) || slices.Contains(NetSyscalls, name):
+				want = unix.SECCOMP_RET_USER_NOTIF
+			}
+			if got := run(t, vm, uint32(nr), AuditArch, 0, 0, 0, 0, a4, 0); got != want {
+				t.Errorf("%s args[4]=%#x: verdict %#x, want %#x", name, a4, got, want)
+			}
+		}
+	}
 }
 
 func TestFilterVerdicts(t *testing.T) {
@@ -142,7 +277,7 @@ func TestNewFilterNames(t *testing.T) {
 }
 
 func TestEveryFileSyscallIsKnown(t *testing.T) {
-	for _, name := range FileSyscalls {
+	for _, name := range append(slices.Clone(FileSyscalls), NetSyscalls...) {
 		if !Known(name) {
 			t.Errorf("%s is not in the syscall table", name)
 		}

@@ -21,6 +21,33 @@ var FileSyscalls = []string{
 // ExecSyscalls are the calls trapped to follow the process tree only.
 var ExecSyscalls = []string{"execve", "execveat"}
 
+// NetRules are the socket calls the layer traps when outgoing traffic goes through the pod
+// (the supervisor's Net handler). sendto and recvfrom trap only with an address argument:
+// without one, a send goes where the socket is connected (already decided by connect) and a
+// receive does not report its source, so the kernel may serve them untouched. sendmsg and
+// recvmsg carry their address behind a pointer, out of the filter's reach: they always trap,
+// and the supervisor lets those without a msg_name through after one read.
+var NetRules = []Rule{
+	{Name: "connect"},
+	{Name: "sendto", When: ArgNonZero(4)},
+	{Name: "sendmsg"},
+	{Name: "sendmmsg"},
+	{Name: "recvfrom", When: ArgNonZero(4)},
+	{Name: "recvmsg"},
+	{Name: "recvmmsg"},
+	{Name: "getpeername"},
+	{Name: "getsockname"},
+}
+
+// NetSyscalls names the calls of NetRules, conditions aside.
+var NetSyscalls = func() []string {
+	out := make([]string, len(NetRules))
+	for i, r := range NetRules {
+		out[i] = r.Name
+	}
+	return out
+}()
+
 // Number returns the syscall number of name on this architecture. ok is false when the name
 // is unknown, and also when the call exists on other architectures but not on this one
 // (arm64 has no open, stat, access, readlink: only their *at forms); see Known.

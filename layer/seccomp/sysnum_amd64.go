@@ -11,7 +11,7 @@ const AuditArch = unix.AUDIT_ARCH_X86_64
 const x32SyscallBit = 0x40000000
 
 // syscallNumbers names the calls the layer may trap, and io_uring_setup, which it refuses.
-// Extend it by name when a feature needs a new call (networking comes next).
+// Extend it by name when a feature needs a new call.
 var syscallNumbers = map[string]int{
 	// files
 	"open":       unix.SYS_OPEN,
@@ -61,6 +61,7 @@ var syscallNumbers = map[string]int{
 	"sendmmsg":    unix.SYS_SENDMMSG,
 	"recvfrom":    unix.SYS_RECVFROM,
 	"recvmsg":     unix.SYS_RECVMSG,
+	"recvmmsg":    unix.SYS_RECVMMSG,
 	// refused: io_uring submits file and socket work the filter never sees
 	"io_uring_setup": unix.SYS_IO_URING_SETUP,
 	// harmless calls, here so tests and probes can trap something nobody else uses

@@ -49,6 +49,7 @@ var syscallNumbers = map[string]int{
 	"sendmmsg":    unix.SYS_SENDMMSG,
 	"recvfrom":    unix.SYS_RECVFROM,
 	"recvmsg":     unix.SYS_RECVMSG,
+	"recvmmsg":    unix.SYS_RECVMMSG,
 	// refused: io_uring submits file and socket work the filter never sees
 	"io_uring_setup": unix.SYS_IO_URING_SETUP,
 	// harmless calls, here so tests and probes can trap something nobody else uses

@@ -1,8 +1,6 @@
-// Package net will be the outgoing-traffic plugin: it publishes the host, subnet and port filter
-// table and asks the agent's outgoing capability to open connections from the target pod; the
-// core splices the connection's bytes.
-//
-// So far only its policy block is here (schema.go): Schema, which kwarp loads and checks the
-// network block with, and Config, the decoded block. The plugin itself arrives with DNS and
-// outgoing traffic.
+// Package net is the outgoing-traffic plugin (`kwarp plugin net`): it publishes the network
+// block's tcp/udp switches and host, subnet and port filters as the table the core routes
+// every connect and datagram with, and for a connection that goes through the pod it asks the
+// agent's Outgoing capability to connect under the token of the tunnel the core opens. The
+// core splices the connection's bytes; they never pass through this process.
 package net

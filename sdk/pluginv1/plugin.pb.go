@@ -1102,6 +1102,254 @@ func (x *ErrnoResponse) GetErrno() int32 {
 	return 0
 }
 
+type NetConnectRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       string                 `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"` // "tcp" or "udp"
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"` // ip:port, or name:port resolved in the pod
+	Token         []byte                 `protobuf:"bytes,3,opt,name=token,proto3" json:"token,omitempty"`     // the tunnel's token (agent/api/tunnel)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetConnectRequest) Reset() {
+	*x = NetConnectRequest{}
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetConnectRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetConnectRequest) ProtoMessage() {}
+
+func (x *NetConnectRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetConnectRequest.ProtoReflect.Descriptor instead.
+func (*NetConnectRequest) Descriptor() ([]byte, []int) {
+	return file_sdk_pluginv1_plugin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *NetConnectRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *NetConnectRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *NetConnectRequest) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+type NetConnectResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Errno         int32                  `protobuf:"varint,1,opt,name=errno,proto3" json:"errno,omitempty"` // 0, or what the program's connect returns (ECONNREFUSED…)
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	LocalAddress  string                 `protobuf:"bytes,3,opt,name=local_address,json=localAddress,proto3" json:"local_address,omitempty"` // the pod side's address
+	RemoteAddress string                 `protobuf:"bytes,4,opt,name=remote_address,json=remoteAddress,proto3" json:"remote_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetConnectResponse) Reset() {
+	*x = NetConnectResponse{}
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetConnectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetConnectResponse) ProtoMessage() {}
+
+func (x *NetConnectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetConnectResponse.ProtoReflect.Descriptor instead.
+func (*NetConnectResponse) Descriptor() ([]byte, []int) {
+	return file_sdk_pluginv1_plugin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *NetConnectResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *NetConnectResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *NetConnectResponse) GetLocalAddress() string {
+	if x != nil {
+		return x.LocalAddress
+	}
+	return ""
+}
+
+func (x *NetConnectResponse) GetRemoteAddress() string {
+	if x != nil {
+		return x.RemoteAddress
+	}
+	return ""
+}
+
+type DnsQueryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packet        []byte                 `protobuf:"bytes,1,opt,name=packet,proto3" json:"packet,omitempty"`
+	Server        string                 `protobuf:"bytes,2,opt,name=server,proto3" json:"server,omitempty"` // ip:port the program asked
+	Tcp           bool                   `protobuf:"varint,3,opt,name=tcp,proto3" json:"tcp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsQueryRequest) Reset() {
+	*x = DnsQueryRequest{}
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsQueryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsQueryRequest) ProtoMessage() {}
+
+func (x *DnsQueryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsQueryRequest.ProtoReflect.Descriptor instead.
+func (*DnsQueryRequest) Descriptor() ([]byte, []int) {
+	return file_sdk_pluginv1_plugin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DnsQueryRequest) GetPacket() []byte {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
+func (x *DnsQueryRequest) GetServer() string {
+	if x != nil {
+		return x.Server
+	}
+	return ""
+}
+
+func (x *DnsQueryRequest) GetTcp() bool {
+	if x != nil {
+		return x.Tcp
+	}
+	return false
+}
+
+type DnsQueryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Packet        []byte                 `protobuf:"bytes,1,opt,name=packet,proto3" json:"packet,omitempty"`
+	Errno         int32                  `protobuf:"varint,2,opt,name=errno,proto3" json:"errno,omitempty"` // no answer: ETIMEDOUT, ECONNREFUSED
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsQueryResponse) Reset() {
+	*x = DnsQueryResponse{}
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsQueryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsQueryResponse) ProtoMessage() {}
+
+func (x *DnsQueryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsQueryResponse.ProtoReflect.Descriptor instead.
+func (*DnsQueryResponse) Descriptor() ([]byte, []int) {
+	return file_sdk_pluginv1_plugin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DnsQueryResponse) GetPacket() []byte {
+	if x != nil {
+		return x.Packet
+	}
+	return nil
+}
+
+func (x *DnsQueryResponse) GetErrno() int32 {
+	if x != nil {
+		return x.Errno
+	}
+	return 0
+}
+
+func (x *DnsQueryResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_sdk_pluginv1_plugin_proto protoreflect.FileDescriptor
 
 const file_sdk_pluginv1_plugin_proto_rawDesc = "" +
@@ -1189,7 +1437,24 @@ const file_sdk_pluginv1_plugin_proto_rawDesc = "" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
 	"\x04mode\x18\x02 \x01(\rR\x04mode\"%\n" +
 	"\rErrnoResponse\x12\x14\n" +
-	"\x05errno\x18\x01 \x01(\x05R\x05errno2\x9f\x01\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\"]\n" +
+	"\x11NetConnectRequest\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05token\x18\x03 \x01(\fR\x05token\"\x90\x01\n" +
+	"\x12NetConnectResponse\x12\x14\n" +
+	"\x05errno\x18\x01 \x01(\x05R\x05errno\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12#\n" +
+	"\rlocal_address\x18\x03 \x01(\tR\flocalAddress\x12%\n" +
+	"\x0eremote_address\x18\x04 \x01(\tR\rremoteAddress\"S\n" +
+	"\x0fDnsQueryRequest\x12\x16\n" +
+	"\x06packet\x18\x01 \x01(\fR\x06packet\x12\x16\n" +
+	"\x06server\x18\x02 \x01(\tR\x06server\x12\x10\n" +
+	"\x03tcp\x18\x03 \x01(\bR\x03tcp\"Z\n" +
+	"\x10DnsQueryResponse\x12\x16\n" +
+	"\x06packet\x18\x01 \x01(\fR\x06packet\x12\x14\n" +
+	"\x05errno\x18\x02 \x01(\x05R\x05errno\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage2\x9f\x01\n" +
 	"\x04Base\x12C\n" +
 	"\x04Info\x12\x1c.kwarp.plugin.v1.InfoRequest\x1a\x1d.kwarp.plugin.v1.InfoResponse\x12R\n" +
 	"\tConfigure\x12!.kwarp.plugin.v1.ConfigureRequest\x1a\".kwarp.plugin.v1.ConfigureResponse2S\n" +
@@ -1199,7 +1464,11 @@ const file_sdk_pluginv1_plugin_proto_rawDesc = "" +
 	"\x04Open\x12\x1c.kwarp.plugin.v1.OpenRequest\x1a\x1d.kwarp.plugin.v1.OpenResponse\x12C\n" +
 	"\x04Stat\x12\x1c.kwarp.plugin.v1.StatRequest\x1a\x1d.kwarp.plugin.v1.StatResponse\x12K\n" +
 	"\bReadlink\x12\x1c.kwarp.plugin.v1.PathRequest\x1a!.kwarp.plugin.v1.ReadlinkResponse\x12H\n" +
-	"\x06Access\x12\x1e.kwarp.plugin.v1.AccessRequest\x1a\x1e.kwarp.plugin.v1.ErrnoResponseB)Z'github.com/kwarp-dev/kwarp/sdk/pluginv1b\x06proto3"
+	"\x06Access\x12\x1e.kwarp.plugin.v1.AccessRequest\x1a\x1e.kwarp.plugin.v1.ErrnoResponse2Y\n" +
+	"\x03Net\x12R\n" +
+	"\aConnect\x12\".kwarp.plugin.v1.NetConnectRequest\x1a#.kwarp.plugin.v1.NetConnectResponse2S\n" +
+	"\x03Dns\x12L\n" +
+	"\x05Query\x12 .kwarp.plugin.v1.DnsQueryRequest\x1a!.kwarp.plugin.v1.DnsQueryResponseB)Z'github.com/kwarp-dev/kwarp/sdk/pluginv1b\x06proto3"
 
 var (
 	file_sdk_pluginv1_plugin_proto_rawDescOnce sync.Once
@@ -1214,33 +1483,37 @@ func file_sdk_pluginv1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_sdk_pluginv1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sdk_pluginv1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_sdk_pluginv1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_sdk_pluginv1_plugin_proto_goTypes = []any{
-	(OpenResponse_Action)(0),  // 0: kwarp.plugin.v1.OpenResponse.Action
-	(*InfoRequest)(nil),       // 1: kwarp.plugin.v1.InfoRequest
-	(*InfoResponse)(nil),      // 2: kwarp.plugin.v1.InfoResponse
-	(*ConfigureRequest)(nil),  // 3: kwarp.plugin.v1.ConfigureRequest
-	(*Session)(nil),           // 4: kwarp.plugin.v1.Session
-	(*ConfigureResponse)(nil), // 5: kwarp.plugin.v1.ConfigureResponse
-	(*EnvVar)(nil),            // 6: kwarp.plugin.v1.EnvVar
-	(*ComputeRequest)(nil),    // 7: kwarp.plugin.v1.ComputeRequest
-	(*ComputeResponse)(nil),   // 8: kwarp.plugin.v1.ComputeResponse
-	(*OpenRequest)(nil),       // 9: kwarp.plugin.v1.OpenRequest
-	(*OpenResponse)(nil),      // 10: kwarp.plugin.v1.OpenResponse
-	(*FileInfo)(nil),          // 11: kwarp.plugin.v1.FileInfo
-	(*StatRequest)(nil),       // 12: kwarp.plugin.v1.StatRequest
-	(*StatResponse)(nil),      // 13: kwarp.plugin.v1.StatResponse
-	(*PathRequest)(nil),       // 14: kwarp.plugin.v1.PathRequest
-	(*ReadlinkResponse)(nil),  // 15: kwarp.plugin.v1.ReadlinkResponse
-	(*AccessRequest)(nil),     // 16: kwarp.plugin.v1.AccessRequest
-	(*ErrnoResponse)(nil),     // 17: kwarp.plugin.v1.ErrnoResponse
-	nil,                       // 18: kwarp.plugin.v1.ConfigureRequest.BlocksEntry
-	nil,                       // 19: kwarp.plugin.v1.ConfigureResponse.RulesEntry
+	(OpenResponse_Action)(0),   // 0: kwarp.plugin.v1.OpenResponse.Action
+	(*InfoRequest)(nil),        // 1: kwarp.plugin.v1.InfoRequest
+	(*InfoResponse)(nil),       // 2: kwarp.plugin.v1.InfoResponse
+	(*ConfigureRequest)(nil),   // 3: kwarp.plugin.v1.ConfigureRequest
+	(*Session)(nil),            // 4: kwarp.plugin.v1.Session
+	(*ConfigureResponse)(nil),  // 5: kwarp.plugin.v1.ConfigureResponse
+	(*EnvVar)(nil),             // 6: kwarp.plugin.v1.EnvVar
+	(*ComputeRequest)(nil),     // 7: kwarp.plugin.v1.ComputeRequest
+	(*ComputeResponse)(nil),    // 8: kwarp.plugin.v1.ComputeResponse
+	(*OpenRequest)(nil),        // 9: kwarp.plugin.v1.OpenRequest
+	(*OpenResponse)(nil),       // 10: kwarp.plugin.v1.OpenResponse
+	(*FileInfo)(nil),           // 11: kwarp.plugin.v1.FileInfo
+	(*StatRequest)(nil),        // 12: kwarp.plugin.v1.StatRequest
+	(*StatResponse)(nil),       // 13: kwarp.plugin.v1.StatResponse
+	(*PathRequest)(nil),        // 14: kwarp.plugin.v1.PathRequest
+	(*ReadlinkResponse)(nil),   // 15: kwarp.plugin.v1.ReadlinkResponse
+	(*AccessRequest)(nil),      // 16: kwarp.plugin.v1.AccessRequest
+	(*ErrnoResponse)(nil),      // 17: kwarp.plugin.v1.ErrnoResponse
+	(*NetConnectRequest)(nil),  // 18: kwarp.plugin.v1.NetConnectRequest
+	(*NetConnectResponse)(nil), // 19: kwarp.plugin.v1.NetConnectResponse
+	(*DnsQueryRequest)(nil),    // 20: kwarp.plugin.v1.DnsQueryRequest
+	(*DnsQueryResponse)(nil),   // 21: kwarp.plugin.v1.DnsQueryResponse
+	nil,                        // 22: kwarp.plugin.v1.ConfigureRequest.BlocksEntry
+	nil,                        // 23: kwarp.plugin.v1.ConfigureResponse.RulesEntry
 }
 var file_sdk_pluginv1_plugin_proto_depIdxs = []int32{
-	18, // 0: kwarp.plugin.v1.ConfigureRequest.blocks:type_name -> kwarp.plugin.v1.ConfigureRequest.BlocksEntry
+	22, // 0: kwarp.plugin.v1.ConfigureRequest.blocks:type_name -> kwarp.plugin.v1.ConfigureRequest.BlocksEntry
 	4,  // 1: kwarp.plugin.v1.ConfigureRequest.session:type_name -> kwarp.plugin.v1.Session
-	19, // 2: kwarp.plugin.v1.ConfigureResponse.rules:type_name -> kwarp.plugin.v1.ConfigureResponse.RulesEntry
+	23, // 2: kwarp.plugin.v1.ConfigureResponse.rules:type_name -> kwarp.plugin.v1.ConfigureResponse.RulesEntry
 	6,  // 3: kwarp.plugin.v1.ComputeRequest.local:type_name -> kwarp.plugin.v1.EnvVar
 	6,  // 4: kwarp.plugin.v1.ComputeResponse.vars:type_name -> kwarp.plugin.v1.EnvVar
 	0,  // 5: kwarp.plugin.v1.OpenResponse.action:type_name -> kwarp.plugin.v1.OpenResponse.Action
@@ -1253,15 +1526,19 @@ var file_sdk_pluginv1_plugin_proto_depIdxs = []int32{
 	12, // 12: kwarp.plugin.v1.Fs.Stat:input_type -> kwarp.plugin.v1.StatRequest
 	14, // 13: kwarp.plugin.v1.Fs.Readlink:input_type -> kwarp.plugin.v1.PathRequest
 	16, // 14: kwarp.plugin.v1.Fs.Access:input_type -> kwarp.plugin.v1.AccessRequest
-	2,  // 15: kwarp.plugin.v1.Base.Info:output_type -> kwarp.plugin.v1.InfoResponse
-	5,  // 16: kwarp.plugin.v1.Base.Configure:output_type -> kwarp.plugin.v1.ConfigureResponse
-	8,  // 17: kwarp.plugin.v1.Env.Compute:output_type -> kwarp.plugin.v1.ComputeResponse
-	10, // 18: kwarp.plugin.v1.Fs.Open:output_type -> kwarp.plugin.v1.OpenResponse
-	13, // 19: kwarp.plugin.v1.Fs.Stat:output_type -> kwarp.plugin.v1.StatResponse
-	15, // 20: kwarp.plugin.v1.Fs.Readlink:output_type -> kwarp.plugin.v1.ReadlinkResponse
-	17, // 21: kwarp.plugin.v1.Fs.Access:output_type -> kwarp.plugin.v1.ErrnoResponse
-	15, // [15:22] is the sub-list for method output_type
-	8,  // [8:15] is the sub-list for method input_type
+	18, // 15: kwarp.plugin.v1.Net.Connect:input_type -> kwarp.plugin.v1.NetConnectRequest
+	20, // 16: kwarp.plugin.v1.Dns.Query:input_type -> kwarp.plugin.v1.DnsQueryRequest
+	2,  // 17: kwarp.plugin.v1.Base.Info:output_type -> kwarp.plugin.v1.InfoResponse
+	5,  // 18: kwarp.plugin.v1.Base.Configure:output_type -> kwarp.plugin.v1.ConfigureResponse
+	8,  // 19: kwarp.plugin.v1.Env.Compute:output_type -> kwarp.plugin.v1.ComputeResponse
+	10, // 20: kwarp.plugin.v1.Fs.Open:output_type -> kwarp.plugin.v1.OpenResponse
+	13, // 21: kwarp.plugin.v1.Fs.Stat:output_type -> kwarp.plugin.v1.StatResponse
+	15, // 22: kwarp.plugin.v1.Fs.Readlink:output_type -> kwarp.plugin.v1.ReadlinkResponse
+	17, // 23: kwarp.plugin.v1.Fs.Access:output_type -> kwarp.plugin.v1.ErrnoResponse
+	19, // 24: kwarp.plugin.v1.Net.Connect:output_type -> kwarp.plugin.v1.NetConnectResponse
+	21, // 25: kwarp.plugin.v1.Dns.Query:output_type -> kwarp.plugin.v1.DnsQueryResponse
+	17, // [17:26] is the sub-list for method output_type
+	8,  // [8:17] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name
@@ -1278,9 +1555,9 @@ func file_sdk_pluginv1_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sdk_pluginv1_plugin_proto_rawDesc), len(file_sdk_pluginv1_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   23,
 			NumExtensions: 0,
-			NumServices:   3,
+			NumServices:   5,
 		},
 		GoTypes:           file_sdk_pluginv1_plugin_proto_goTypes,
 		DependencyIndexes: file_sdk_pluginv1_plugin_proto_depIdxs,

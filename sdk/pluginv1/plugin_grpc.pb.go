@@ -494,3 +494,219 @@ var Fs_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "sdk/pluginv1/plugin.proto",
 }
+
+const (
+	Net_Connect_FullMethodName = "/kwarp.plugin.v1.Net/Connect"
+)
+
+// NetClient is the client API for Net service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Net does the control exchange for a connection the core's rule table sent through the
+// cluster: it asks the agent to connect, under the token of the tunnel the core opens for the
+// bytes. The bytes never reach the plugin.
+type NetClient interface {
+	Connect(ctx context.Context, in *NetConnectRequest, opts ...grpc.CallOption) (*NetConnectResponse, error)
+}
+
+type netClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewNetClient(cc grpc.ClientConnInterface) NetClient {
+	return &netClient{cc}
+}
+
+func (c *netClient) Connect(ctx context.Context, in *NetConnectRequest, opts ...grpc.CallOption) (*NetConnectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(NetConnectResponse)
+	err := c.cc.Invoke(ctx, Net_Connect_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// NetServer is the server API for Net service.
+// All implementations must embed UnimplementedNetServer
+// for forward compatibility.
+//
+// Net does the control exchange for a connection the core's rule table sent through the
+// cluster: it asks the agent to connect, under the token of the tunnel the core opens for the
+// bytes. The bytes never reach the plugin.
+type NetServer interface {
+	Connect(context.Context, *NetConnectRequest) (*NetConnectResponse, error)
+	mustEmbedUnimplementedNetServer()
+}
+
+// UnimplementedNetServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedNetServer struct{}
+
+func (UnimplementedNetServer) Connect(context.Context, *NetConnectRequest) (*NetConnectResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Connect not implemented")
+}
+func (UnimplementedNetServer) mustEmbedUnimplementedNetServer() {}
+func (UnimplementedNetServer) testEmbeddedByValue()             {}
+
+// UnsafeNetServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to NetServer will
+// result in compilation errors.
+type UnsafeNetServer interface {
+	mustEmbedUnimplementedNetServer()
+}
+
+func RegisterNetServer(s grpc.ServiceRegistrar, srv NetServer) {
+	// If the following call pancis, it indicates UnimplementedNetServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Net_ServiceDesc, srv)
+}
+
+func _Net_Connect_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(NetConnectRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(NetServer).Connect(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Net_Connect_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(NetServer).Connect(ctx, req.(*NetConnectRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Net_ServiceDesc is the grpc.ServiceDesc for Net service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Net_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "kwarp.plugin.v1.Net",
+	HandlerType: (*NetServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Connect",
+			Handler:    _Net_Connect_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "sdk/pluginv1/plugin.proto",
+}
+
+const (
+	Dns_Query_FullMethodName = "/kwarp.plugin.v1.Dns/Query"
+)
+
+// DnsClient is the client API for Dns service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Dns answers a query the core's rule table sent through the cluster.
+type DnsClient interface {
+	Query(ctx context.Context, in *DnsQueryRequest, opts ...grpc.CallOption) (*DnsQueryResponse, error)
+}
+
+type dnsClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewDnsClient(cc grpc.ClientConnInterface) DnsClient {
+	return &dnsClient{cc}
+}
+
+func (c *dnsClient) Query(ctx context.Context, in *DnsQueryRequest, opts ...grpc.CallOption) (*DnsQueryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DnsQueryResponse)
+	err := c.cc.Invoke(ctx, Dns_Query_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// DnsServer is the server API for Dns service.
+// All implementations must embed UnimplementedDnsServer
+// for forward compatibility.
+//
+// Dns answers a query the core's rule table sent through the cluster.
+type DnsServer interface {
+	Query(context.Context, *DnsQueryRequest) (*DnsQueryResponse, error)
+	mustEmbedUnimplementedDnsServer()
+}
+
+// UnimplementedDnsServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedDnsServer struct{}
+
+func (UnimplementedDnsServer) Query(context.Context, *DnsQueryRequest) (*DnsQueryResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Query not implemented")
+}
+func (UnimplementedDnsServer) mustEmbedUnimplementedDnsServer() {}
+func (UnimplementedDnsServer) testEmbeddedByValue()             {}
+
+// UnsafeDnsServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to DnsServer will
+// result in compilation errors.
+type UnsafeDnsServer interface {
+	mustEmbedUnimplementedDnsServer()
+}
+
+func RegisterDnsServer(s grpc.ServiceRegistrar, srv DnsServer) {
+	// If the following call pancis, it indicates UnimplementedDnsServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Dns_ServiceDesc, srv)
+}
+
+func _Dns_Query_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DnsQueryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DnsServer).Query(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Dns_Query_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DnsServer).Query(ctx, req.(*DnsQueryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Dns_ServiceDesc is the grpc.ServiceDesc for Dns service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Dns_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "kwarp.plugin.v1.Dns",
+	HandlerType: (*DnsServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Query",
+			Handler:    _Dns_Query_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "sdk/pluginv1/plugin.proto",
+}

@@ -14,6 +14,8 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/kwarp-dev/kwarp/internal/imagepack"
 )
 
 // Image is the reference every manifest uses. It is never pushed to a registry: the test cluster
@@ -25,6 +27,10 @@ const PackagePrefix = "github.com/kwarp-dev/kwarp/test/workloads/"
 
 // Binaries are the commands packed into Image, each at /<name>.
 var Binaries = []string{"httpecho", "echo", "meshproxy", "probe"}
+
+// DebianPrograms are real third-party servers from this machine's Debian packages, packed
+// at their own paths with the shared libraries ldd lists (installed by make deps).
+var DebianPrograms = []imagepack.File{{Src: "/usr/bin/redis-server", Dst: "/usr/bin/redis-server"}}
 
 // PackagePath returns the import path of the main package that builds binary name.
 func PackagePath(name string) string { return PackagePrefix + name }

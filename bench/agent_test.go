@@ -68,12 +68,12 @@ func (f *fixture) dialAgent(b *testing.B) *rawAgent {
 		a.Close()
 		b.Fatalf("dial the agent: %v", err)
 	}
-	stop, err := core.OpenSession(f.ctx, conn, o.SessionID)
+	hold, err := core.OpenSession(f.ctx, conn, o.SessionID)
 	if err != nil {
 		a.Close()
 		b.Fatal(err)
 	}
-	return &rawAgent{agent: a, conn: conn, stop: stop}
+	return &rawAgent{agent: a, conn: conn, stop: hold.Stop}
 }
 
 func (r *rawAgent) Close() {

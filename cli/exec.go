@@ -108,11 +108,7 @@ func runExec(cmd *cobra.Command, g *globals, f *execFlags, argv []string) error 
 	}
 	code, err := core.Run(cmd.Context(), opts)
 	if err != nil {
-		var ce *core.Error
-		if errors.As(err, &ce) {
-			return &ExitError{Code: ce.Code, Err: ce.Err}
-		}
-		return err
+		return exitFromCore(err)
 	}
 	if code != 0 {
 		return &ExitError{Code: code, Err: errSilent}

@@ -8,8 +8,10 @@ import (
 
 	"github.com/kwarp-dev/kwarp/core"
 	"github.com/kwarp-dev/kwarp/layer/launcher"
+	"github.com/kwarp-dev/kwarp/plugins/dns"
 	"github.com/kwarp-dev/kwarp/plugins/env"
 	"github.com/kwarp-dev/kwarp/plugins/fs"
+	"github.com/kwarp-dev/kwarp/plugins/net"
 	"github.com/kwarp-dev/kwarp/sdk"
 )
 
@@ -17,6 +19,8 @@ import (
 var builtinPlugins = map[string]func() sdk.Plugin{
 	"env": func() sdk.Plugin { return env.New() },
 	"fs":  func() sdk.Plugin { return fs.New() },
+	"dns": func() sdk.Plugin { return dns.New() },
+	"net": func() sdk.Plugin { return net.New() },
 }
 
 // newPluginCmd serves a built-in plugin over go-plugin; the core starts it, never a user.

@@ -80,6 +80,7 @@ and receives the pod's incoming traffic, while the deployed version keeps servin
 	root.AddCommand(newAgentPingCmd(g))
 	root.AddCommand(newVerifyConfigCmd())
 	root.AddCommand(newExecCmd(g))
+	root.AddCommand(newPortForwardCmd(g))
 	root.AddCommand(newPluginCmd())
 	root.AddCommand(newLaunchCmd())
 	return root

@@ -151,43 +151,15 @@ func Run(ctx context.Context, o Options) (int, error) {
 		}
 	}
 	conn0 := <-connecting
-	clients, err := conn0.clients, conn0.err
+	if conn0.err != nil {
+		return 0, clusterErr("%w", conn0.err)
+	}
+	att, err := attach(ctx, o, conn0.clients, sessionID, say, log)
 	if err != nil {
-		return 0, clusterErr("%w", err)
+		return 0, err
 	}
-	var resolved *target.Resolved
-	if o.Target != "" {
-		kind, name, err := target.Parse(o.Target)
-		if err != nil {
-			return 0, &Error{Code: ExitUsage, Err: err}
-		}
-		if resolved, err = target.Resolve(ctx, clients, o.Namespace, kind, name, o.Container); err != nil {
-			return 0, clusterErr("%w", err)
-		}
-		say("%s", resolved.Note)
-	} else {
-		say("targetless session: the environment and remote files are empty by design")
-	}
-
-	agent, err := agentpod.Ensure(ctx, agentpod.Options{
-		Client: clients.Kube, RESTConfig: clients.Config, Target: resolved,
-		Namespace: firstNonEmpty(o.AgentNamespace, o.Namespace), Image: o.AgentImage, Mode: o.AgentMode,
-		TTL: o.AgentTTL, Port: o.AgentPort, Privileged: o.Privileged, SessionID: sessionID,
-		Progress: func(s string) { say("%s", s) }, Log: log,
-	})
-	if err != nil {
-		return 0, clusterErr("%w", err)
-	}
-	defer agent.Close()
-	conn, err := agent.Dial(ctx)
-	if err != nil {
-		return 0, clusterErr("connect to the agent: %w", err)
-	}
-	stopHold, err := OpenSession(ctx, conn, sessionID)
-	if err != nil {
-		return 0, clusterErr("%w", err)
-	}
-	defer stopHold()
+	defer att.close()
+	resolved, conn := att.resolved, att.conn
 
 	scratch, err := newScratch()
 	if err != nil {
@@ -199,7 +171,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 		return 0, err
 	}
 	plugins := waitPlugins().plugins
-	if err := configurePlugins(ctx, o, plugins, conn, resolved, sessionID); err != nil {
+	if err := configurePlugins(ctx, o, plugins, BuiltinPlugins, conn, resolved, sessionID); err != nil {
 		return 0, err
 	}
 	for _, p := range plugins {
@@ -232,14 +204,14 @@ func Run(ctx context.Context, o Options) (int, error) {
 	if restore != nil {
 		trap = append(trap, seccomp.ExecSyscalls...)
 	}
-	code, err := launch(ctx, o, env, trap, features, handler, restore, log)
+	code, err := launch(ctx, o, env, trap, features, handler, restore, att.hold, log)
 	handler.Flush()
 	return code, err
 }
 
 // launch starts the command under the filter and supervises it until it exits.
 func launch(ctx context.Context, o Options, env []string, trap []string, features layer.Features,
-	h layer.Handler, restore func(int, string, []string) []string, log zerolog.Logger) (int, error) {
+	h layer.Handler, restore func(int, string, []string) []string, hold *Hold, log zerolog.Logger) (int, error) {
 	filter, err := seccomp.NewFilter(trap)
 	if err != nil {
 		return 0, err
@@ -290,10 +262,19 @@ func launch(ctx context.Context, o Options, env []string, trap []string, feature
 	waitDone := make(chan error, 1)
 	go func() { waitDone <- cmd.Wait() }()
 	var werr error
+	var lostErr error
+	lost := hold.Lost()
 	for done := false; !done; {
 		select {
 		case s := <-sigs:
 			_ = cmd.Process.Signal(s)
+		case <-lost:
+			// the command cannot go on as if in the pod: its files, connections and DNS are
+			// gone. It gets SIGTERM (the launcher passes it on), then SIGKILL.
+			lost = nil
+			lostErr = clusterErr("lost the agent: %v; stopped the command (run kwarp again once the cluster answers)", hold.Err())
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			time.AfterFunc(2*time.Second, func() { _ = cmd.Process.Kill() })
 		case werr = <-waitDone:
 			done = true
 		}
@@ -310,6 +291,9 @@ func launch(ctx context.Context, o Options, env []string, trap []string, feature
 	}
 	listener.Close()
 	log.Debug().Interface("stats", sup.Stats()).Msg("layer statistics")
+	if lostErr != nil {
+		return 0, lostErr
+	}
 	return waitStatus(werr), nil
 }
 
@@ -329,9 +313,89 @@ func waitStatus(err error) int {
 	return 1
 }
 
-// OpenSession registers with the agent and holds the lease (a ping every 5 s) until stop is
-// called.
-func OpenSession(ctx context.Context, conn *grpc.ClientConn, id string) (stop func(), err error) {
+// attachment is a session's hold on the cluster: the target, the agent, the connection to
+// it and the lease.
+type attachment struct {
+	resolved *target.Resolved // nil: targetless
+	agent    *agentpod.Agent
+	conn     *grpc.ClientConn
+	hold     *Hold
+}
+
+func (a *attachment) close() {
+	a.hold.Stop()
+	a.agent.Close()
+}
+
+// attach resolves the target, starts (or reuses) its agent, connects and opens the session.
+func attach(ctx context.Context, o Options, clients *kube.Clients, sessionID string, say func(string, ...any), log zerolog.Logger) (*attachment, error) {
+	var resolved *target.Resolved
+	if o.Target != "" {
+		kind, name, err := target.Parse(o.Target)
+		if err != nil {
+			return nil, &Error{Code: ExitUsage, Err: err}
+		}
+		if resolved, err = target.Resolve(ctx, clients, o.Namespace, kind, name, o.Container); err != nil {
+			return nil, clusterErr("%w", err)
+		}
+		say("%s", resolved.Note)
+	} else {
+		say("targetless session: the environment and remote files are empty by design")
+	}
+	agent, err := agentpod.Ensure(ctx, agentpod.Options{
+		Client: clients.Kube, RESTConfig: clients.Config, Target: resolved,
+		Namespace: firstNonEmpty(o.AgentNamespace, o.Namespace), Image: o.AgentImage, Mode: o.AgentMode,
+		TTL: o.AgentTTL, Port: o.AgentPort, Privileged: o.Privileged, SessionID: sessionID,
+		Progress: func(s string) { say("%s", s) }, Log: log,
+	})
+	if err != nil {
+		return nil, clusterErr("%w", err)
+	}
+	conn, err := agent.Dial(ctx)
+	if err != nil {
+		agent.Close()
+		return nil, clusterErr("connect to the agent: %w", err)
+	}
+	hold, err := OpenSession(ctx, conn, sessionID)
+	if err != nil {
+		agent.Close()
+		return nil, clusterErr("%w", err)
+	}
+	return &attachment{resolved: resolved, agent: agent, conn: conn, hold: hold}, nil
+}
+
+// Hold is a session's lease on its agent.
+type Hold struct {
+	stop    context.CancelFunc
+	stopped chan struct{}
+	lost    chan struct{}
+	mu      sync.Mutex
+	err     error
+}
+
+// holdTimeout is how long a ping may wait for its answer before the agent counts as lost.
+const holdTimeout = 4 * time.Second
+
+// Stop ends the session (the agent's lease then runs its TTL).
+func (h *Hold) Stop() {
+	h.stop()
+	<-h.stopped
+}
+
+// Lost is closed when the agent stops answering (the port-forward broke, the pod was
+// deleted), not when Stop was called.
+func (h *Hold) Lost() <-chan struct{} { return h.lost }
+
+// Err says why the agent was lost.
+func (h *Hold) Err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.err
+}
+
+// OpenSession registers with the agent and holds the lease — a ping every 5 s, each
+// answered within holdTimeout — until Stop.
+func OpenSession(ctx context.Context, conn *grpc.ClientConn, id string) (*Hold, error) {
 	host, _ := os.Hostname()
 	u := ""
 	if cu, err := user.Current(); err == nil {
@@ -349,22 +413,58 @@ func OpenSession(ctx context.Context, conn *grpc.ClientConn, id string) (stop fu
 		hcancel()
 		return nil, fmt.Errorf("hold the session with the agent: %w", err)
 	}
+	h := &Hold{stop: hcancel, stopped: make(chan struct{}), lost: make(chan struct{})}
+	pongs := make(chan error, 1)
 	go func() {
-		for seq := int64(1); ; seq++ {
-			if err := stream.Send(&agentv1.Ping{Seq: seq}); err != nil {
+		for {
+			_, err := stream.Recv()
+			pongs <- err
+			if err != nil {
 				return
 			}
-			if _, err := stream.Recv(); err != nil {
+		}
+	}()
+	go func() {
+		defer close(h.stopped)
+		defer func() { _ = stream.CloseSend() }()
+		lose := func(err error) {
+			if hctx.Err() != nil {
+				return // Stop was called: not a loss
+			}
+			h.mu.Lock()
+			h.err = err
+			h.mu.Unlock()
+			close(h.lost)
+			hcancel()
+		}
+		for seq := int64(1); ; seq++ {
+			if err := stream.Send(&agentv1.Ping{Seq: seq}); err != nil {
+				lose(fmt.Errorf("the agent's connection broke: %w", err))
+				return
+			}
+			select {
+			case err := <-pongs:
+				if err != nil {
+					lose(fmt.Errorf("the agent's connection broke: %w", err))
+					return
+				}
+			case <-time.After(holdTimeout):
+				lose(fmt.Errorf("the agent did not answer for %s", holdTimeout))
+				return
+			case <-hctx.Done():
 				return
 			}
 			select {
 			case <-hctx.Done():
 				return
+			case err := <-pongs: // only an error comes unasked
+				lose(fmt.Errorf("the agent's connection broke: %w", err))
+				return
 			case <-time.After(5 * time.Second):
 			}
 		}
 	}()
-	return func() { _ = stream.CloseSend(); hcancel() }, nil
+	return h, nil
 }
 
 type runningPlugin struct {
@@ -387,12 +487,7 @@ func startPlugins(ctx context.Context, o Options, log zerolog.Logger) (map[strin
 	}
 	results := make(chan result, len(BuiltinPlugins))
 	for _, name := range BuiltinPlugins {
-		name := name
-		spec := pluginhost.Spec{Name: name, Command: func() *exec.Cmd {
-			cmd := exec.Command(o.Self, "plugin", name)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-			return cmd
-		}}
+		spec := builtinSpec(o, name)
 		go func() {
 			p, err := pluginhost.Start(ctx, spec, nil, log)
 			results <- result{name, p, err}
@@ -444,7 +539,7 @@ func pluginSchemas(plugins map[string]*runningPlugin) (map[string]*schema.Block,
 }
 
 // configurePlugins hands each plugin its blocks, the session and the agent.
-func configurePlugins(ctx context.Context, o Options, plugins map[string]*runningPlugin, conn *grpc.ClientConn,
+func configurePlugins(ctx context.Context, o Options, plugins map[string]*runningPlugin, names []string, conn *grpc.ClientConn,
 	t *target.Resolved, sessionID string) error {
 	home, _ := os.UserHomeDir()
 	wd, _ := os.Getwd()
@@ -452,7 +547,11 @@ func configurePlugins(ctx context.Context, o Options, plugins map[string]*runnin
 	if t != nil {
 		sess.Namespace, sess.Pod, sess.Container = t.Namespace, t.Pod, t.Container
 	}
-	for _, name := range BuiltinPlugins {
+	// in parallel: some ask the agent (dns reads the pod's resolv.conf), and each call is a
+	// round trip the session's start waits for
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
 		p := plugins[name]
 		p.SetAgent(conn)
 		blocks := map[string][]byte{}
@@ -461,13 +560,19 @@ func configurePlugins(ctx context.Context, o Options, plugins map[string]*runnin
 				blocks[b] = v
 			}
 		}
-		resp, err := p.Configure(ctx, &pluginv1.ConfigureRequest{Blocks: blocks, Session: sess})
-		if err != nil {
-			return fmt.Errorf("configure plugin %s: %w", name, err)
-		}
-		p.rules, p.notes = resp.Rules, resp.Notes
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := p.Configure(ctx, &pluginv1.ConfigureRequest{Blocks: blocks, Session: sess})
+			if err != nil {
+				errs[i] = fmt.Errorf("configure plugin %s: %w", name, err)
+				return
+			}
+			p.rules, p.notes = resp.Rules, resp.Notes
+		}()
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func stopAll(m map[string]*runningPlugin) {

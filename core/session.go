@@ -29,9 +29,11 @@ import (
 
 	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/agent/sessionserver"
+	"github.com/kwarp-dev/kwarp/core/clusterdial"
 	"github.com/kwarp-dev/kwarp/core/files"
 	"github.com/kwarp-dev/kwarp/core/fsroute"
 	"github.com/kwarp-dev/kwarp/core/pluginhost"
+	"github.com/kwarp-dev/kwarp/core/podfiles"
 	"github.com/kwarp-dev/kwarp/kube"
 	"github.com/kwarp-dev/kwarp/kube/agentpod"
 	"github.com/kwarp-dev/kwarp/kube/target"
@@ -195,24 +197,43 @@ func Run(ctx context.Context, o Options) (int, error) {
 		return 0, err
 	}
 	handler := files.New(table, decider{plugins["fs"].Plugin}, agentv1.NewFsClient(conn), scratch, log)
+	dialer := &clusterdial.Dialer{Connector: netConnector{plugins["net"].Plugin}, Open: att.agent.Tunnel}
+	netw, err := newNetwork(plugins, dialer, log)
+	if err != nil {
+		return 0, err
+	}
+	defer netw.close()
 
 	var trap []string
-	if fsRules.Default != sdk.RouteLocal || len(fsRules.Rules) > 0 {
-		trap = append(trap, seccomp.FileSyscalls...) // fs mode local traps no path call
+	// fs mode local with dns off traps no path call at all; otherwise the rule tables or the
+	// resolver files need every path call
+	if fsRules.Default != sdk.RouteLocal || len(fsRules.Rules) > 0 || netw.files["/etc/resolv.conf"] != nil {
+		trap = append(trap, seccomp.FileSyscalls...)
+	}
+	var rules []seccomp.Rule
+	var nh layer.NetHandler
+	if netw.handler != nil {
+		rules, nh = seccomp.NetRules, netw.handler
 	}
 	restore := restorer(env, imported)
 	if restore != nil {
 		trap = append(trap, seccomp.ExecSyscalls...)
 	}
-	code, err := launch(ctx, o, env, trap, features, handler, restore, att.hold, log)
+	code, err := launch(ctx, o, env, filterSpec{trap, rules}, features, podfiles.New(handler, netw.files), nh, restore, att.hold, log)
 	handler.Flush()
 	return code, err
 }
 
 // launch starts the command under the filter and supervises it until it exits.
-func launch(ctx context.Context, o Options, env []string, trap []string, features layer.Features,
-	h layer.Handler, restore func(int, string, []string) []string, hold *Hold, log zerolog.Logger) (int, error) {
-	filter, err := seccomp.NewFilter(trap)
+// filterSpec is what the seccomp filter traps: whole syscalls, and rules with conditions.
+type filterSpec struct {
+	trap  []string
+	rules []seccomp.Rule
+}
+
+func launch(ctx context.Context, o Options, env []string, fs filterSpec, features layer.Features,
+	h layer.Handler, nh layer.NetHandler, restore func(int, string, []string) []string, hold *Hold, log zerolog.Logger) (int, error) {
+	filter, err := seccomp.NewFilter(fs.trap, fs.rules...)
 	if err != nil {
 		return 0, err
 	}
@@ -247,7 +268,7 @@ func launch(ctx context.Context, o Options, env []string, trap []string, feature
 	}
 	sctx, stopSup := context.WithCancel(context.Background())
 	sup := supervisor.New(listener, h, log)
-	sup.ExecEnv, sup.WaitKillable = restore, features.WaitKillableRecv
+	sup.ExecEnv, sup.WaitKillable, sup.Net = restore, features.WaitKillableRecv, nh
 	if restore != nil && !features.WaitKillableRecv {
 		log.Warn().Msg("this kernel lacks WAIT_KILLABLE_RECV (Linux 5.19): children whose launcher drops the environment will not get the pod's variables back")
 	}
@@ -474,7 +495,7 @@ type runningPlugin struct {
 }
 
 // BuiltinPlugins are served by kwarp itself: `kwarp plugin NAME`.
-var BuiltinPlugins = []string{"env", "fs"}
+var BuiltinPlugins = []string{"env", "fs", "dns", "net"}
 
 // startPlugins runs the built-in plugin processes; they need no agent until Configure, so the
 // session starts them while the agent starts.

@@ -35,6 +35,17 @@ const (
 	kListxattr
 	kExecve
 	kExecveat
+	// socket calls, served through the NetHandler (net.go): handle sends every kind from
+	// kConnect on there
+	kConnect
+	kSendto
+	kSendmsg
+	kSendmmsg
+	kRecvfrom
+	kRecvmsg
+	kRecvmmsg
+	kGetpeername
+	kGetsockname
 )
 
 var kindByName = map[string]kind{
@@ -46,6 +57,9 @@ var kindByName = map[string]kind{
 	// ls -l asks each name for its security label; a remote name has none here
 	"getxattr": kGetxattr, "lgetxattr": kGetxattr, "listxattr": kListxattr, "llistxattr": kListxattr,
 	"execve": kExecve, "execveat": kExecveat,
+	"connect": kConnect, "sendto": kSendto, "sendmsg": kSendmsg, "sendmmsg": kSendmmsg,
+	"recvfrom": kRecvfrom, "recvmsg": kRecvmsg, "recvmmsg": kRecvmmsg,
+	"getpeername": kGetpeername, "getsockname": kGetsockname,
 }
 
 // kindTable indexes the kinds by this architecture's syscall numbers: one slice load per call.
@@ -135,7 +149,8 @@ type worker struct {
 	scratch [64]byte
 	stat    unix.Stat_t
 	statx   unix.Statx_t
-	arg     []byte // for exec's argv and envp strings, made on the first exec
+	arg     []byte   // for exec's argv and envp strings, made on the first exec
+	net     *netBufs // for socket calls, made on the first one
 
 	handedOver bool // this call made a new receiver; the current one ends after it
 }
@@ -155,6 +170,10 @@ func (s *Supervisor) handle(ctx context.Context, w *worker, st *serving) {
 	}
 	if k == kNone {
 		s.pass(n.ID)
+		return
+	}
+	if k >= kConnect {
+		s.netCall(ctx, w, st, k)
 		return
 	}
 	c := decode(k, &n.Data.Args)

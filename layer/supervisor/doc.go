@@ -38,6 +38,16 @@
 // chdir keeps its local meaning: a process cannot have a remote cwd, so chdir into a remote
 // directory fails with ENOENT unless the same directory exists locally.
 //
+// # Socket calls
+//
+// With Net set (and seccomp.NetRules in the filter) the supervisor also serves connect,
+// sendto/sendmsg/sendmmsg with a destination, recvfrom/recvmsg/recvmmsg with a source buffer,
+// getpeername and getsockname, on a duplicate of the process's socket taken with
+// pidfd_getfd (pidfd_open with PIDFD_THREAD from 6.9, the TGID before): see net.go. Remote
+// TCP and connected UDP go through NetHandler.Connect on that socket; unconnected datagrams
+// are sent from it to the relay NetHandler.Relay names, and the answers' sources are
+// rewritten on receipt; the addresses a process asks for are the pod's (Lookup).
+//
 // # Kernel features
 //
 // Floor: Linux 5.9 (USER_NOTIF 5.0, CONTINUE 5.5, ADDFD 5.9); layer.Probe says what is
@@ -63,5 +73,8 @@
 // numbers, not paths. On a 2-vCPU VM a trapped local open+close took 7-10 µs against 1-1.5 µs
 // untrapped (BenchmarkTrappedOpenLocal), and a 4 KiB remote open through ADDFD 17-22 µs plus
 // the Handler's own time (BenchmarkRemoteOpen). The per-call work allocates only the path
-// string given to Route. Trap path calls only when a session needs remote files.
+// string given to Route. Trap path calls only when a session needs remote files. A trapped
+// connect routed Local costs 20-30 µs more than the plain one (35-45 µs for a loopback
+// connect on that VM; BenchmarkTrappedConnectLocal): the socket is duplicated and its type
+// read before routing.
 package supervisor

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,7 +64,8 @@ func TestMain(m *testing.M) {
 }
 
 // helper runs inside the launched process for the benchmarks: "openloop PATH N" opens and
-// closes PATH N times with raw syscalls and prints the elapsed nanoseconds.
+// closes PATH N times with raw syscalls and prints the elapsed nanoseconds; "connectloop"
+// does the same with TCP connections.
 func helper(name string, args []string) int {
 	switch name {
 	case "openloop":
@@ -73,6 +75,28 @@ func helper(name string, args []string) int {
 			fd, err := syscall.Open(args[0], syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "open:", err)
+				return 1
+			}
+			syscall.Close(fd)
+		}
+		fmt.Println(time.Since(start).Nanoseconds())
+		return 0
+	case "connectloop":
+		// "connectloop IP PORT N": a blocking TCP connect to a local listener, then close
+		ip, port, n := net.ParseIP(args[0]).To4(), 0, 0
+		port, _ = strconv.Atoi(args[1])
+		n, _ = strconv.Atoi(args[2])
+		sa := &syscall.SockaddrInet4{Port: port}
+		copy(sa.Addr[:], ip)
+		start := time.Now()
+		for range n {
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "socket:", err)
+				return 1
+			}
+			if err := syscall.Connect(fd, sa); err != nil {
+				fmt.Fprintln(os.Stderr, "connect:", err)
 				return 1
 			}
 			syscall.Close(fd)
@@ -156,7 +180,8 @@ func (r result) code() int { return r.state.ExitCode() }
 
 // runOpts shapes one launch.
 type runOpts struct {
-	trap   []string // default: seccomp.FileSyscalls
+	trap   []string         // default: seccomp.FileSyscalls
+	net    layer.NetHandler // when set, seccomp.NetRules are trapped too and served by it
 	onExec func(pid int, path string, argv, envp []string)
 	stdin  io.Reader
 	env    []string // added to the command's environment
@@ -174,7 +199,11 @@ func runUnder(tb testing.TB, h layer.Handler, argv []string, o runOpts) result {
 	if trap == nil {
 		trap = seccomp.FileSyscalls
 	}
-	filter, err := seccomp.NewFilter(trap)
+	var rules []seccomp.Rule
+	if o.net != nil {
+		rules = seccomp.NetRules
+	}
+	filter, err := seccomp.NewFilter(trap, rules...)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -214,6 +243,7 @@ func runUnder(tb testing.TB, h layer.Handler, argv []string, o runOpts) result {
 	}
 	sup := supervisor.New(lis, h, zerolog.New(zerolog.NewTestWriter(tb)).Level(level))
 	sup.OnExec = o.onExec
+	sup.Net = o.net
 	supCtx, stopSup := context.WithCancel(ctx)
 	defer stopSup()
 	served := make(chan error, 1)

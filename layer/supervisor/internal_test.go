@@ -1,7 +1,9 @@
 package supervisor
 
 import (
+	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"unsafe"
@@ -162,6 +164,206 @@ func TestKindTableCoversTheFileSet(t *testing.T) {
 		}
 		if kinds[nr] == kNone {
 			t.Errorf("%s is trapped by default but not served", name)
+		}
+	}
+}
+
+func TestKindTableCoversTheNetSet(t *testing.T) {
+	kinds := kindTable()
+	for _, name := range seccomp.NetSyscalls {
+		nr, ok := seccomp.Number(name)
+		if !ok {
+			t.Errorf("%s has no number here", name)
+			continue
+		}
+		if kinds[nr] < kConnect {
+			t.Errorf("%s is trapped for the NetHandler but not served as a socket call", name)
+		}
+	}
+}
+
+func TestSockaddr(t *testing.T) {
+	v4 := []byte{2, 0, 0, 80, 10, 255, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0}
+	v6 := make([]byte, 28)
+	nativePut16(v6, unix.AF_INET6)
+	bePut16(v6[2:], 443)
+	copy(v6[8:], netip.MustParseAddr("fd00:ff::1").AsSlice())
+	mapped := make([]byte, 28)
+	nativePut16(mapped, unix.AF_INET6)
+	bePut16(mapped[2:], 53)
+	copy(mapped[8:], netip.MustParseAddr("::ffff:10.255.0.7").AsSlice())
+	scoped := append([]byte(nil), v6...)
+	scoped[24] = 2
+	tests := []struct {
+		name string
+		b    []byte
+		want string // "" when not routed
+		fam  int
+	}{
+		{"ipv4", v4, "10.255.0.1:80", unix.AF_INET},
+		{"ipv4, longer length", append(append([]byte(nil), v4...), make([]byte, 100)...), "10.255.0.1:80", unix.AF_INET},
+		{"ipv4, short", v4[:15], "", unix.AF_INET},
+		{"ipv6", v6, "[fd00:ff::1]:443", unix.AF_INET6},
+		{"ipv6 without scope id (RFC 2133 length)", v6[:24], "[fd00:ff::1]:443", unix.AF_INET6},
+		{"ipv6, short", v6[:23], "", unix.AF_INET6},
+		{"ipv4-mapped routes as ipv4", mapped, "10.255.0.7:53", unix.AF_INET6},
+		{"scoped ipv6 stays local", scoped, "", unix.AF_INET6},
+		{"AF_UNSPEC", []byte{0, 0, 0, 0}, "", 0},
+		{"one byte", []byte{2}, "", 0},
+	}
+	for _, tt := range tests {
+		ap, fam, ok := parseSockaddr(tt.b)
+		if got := map[bool]string{true: ap.String(), false: ""}[ok]; got != tt.want || (ok && fam != tt.fam) {
+			t.Errorf("%s: %v %d %v, want %q %d", tt.name, ap, fam, ok, tt.want, tt.fam)
+		}
+	}
+
+	var b [sockaddrMax]byte
+	for _, tt := range []struct {
+		fam  int
+		ap   string
+		want string
+		n    int
+	}{
+		{unix.AF_INET, "10.255.0.1:80", "10.255.0.1:80", 16},
+		{unix.AF_INET, "[::ffff:10.255.0.1]:80", "10.255.0.1:80", 16},
+		{unix.AF_INET6, "10.255.0.1:80", "10.255.0.1:80", 28}, // written IPv4-mapped, read back unmapped
+		{unix.AF_INET6, "[fd00:ff::1]:443", "[fd00:ff::1]:443", 28},
+		{unix.AF_INET, "[fd00:ff::1]:443", "", 0},
+		{unix.AF_UNIX, "10.255.0.1:80", "", 0},
+	} {
+		n := putSockaddr(b[:], tt.fam, netip.MustParseAddrPort(tt.ap))
+		if n != tt.n {
+			t.Errorf("putSockaddr(%d, %s) = %d bytes, want %d", tt.fam, tt.ap, n, tt.n)
+			continue
+		}
+		if n == 0 {
+			continue
+		}
+		if tt.fam == unix.AF_INET6 && netip.MustParseAddrPort(tt.ap).Addr().Is4() {
+			if got := netip.AddrFrom16([16]byte(b[8:24])); !got.Is4In6() {
+				t.Errorf("IPv4 for an AF_INET6 socket: %v, want IPv4-mapped", got)
+			}
+		}
+		if ap, _, ok := parseSockaddr(b[:n]); !ok || ap.String() != tt.want {
+			t.Errorf("round trip of %s: %v %v", tt.ap, ap, ok)
+		}
+	}
+}
+
+// TestGatherUntrusted feeds gather the iovecs a careless or hostile process may pass: it
+// must answer as the kernel would, never panic.
+func TestGatherUntrusted(t *testing.T) {
+	w := newWorker(nil)
+	w.net = new(netBufs)
+	self := os.Getpid()
+	data := []byte("hello, world")
+	at := addr(data)
+	iov := func(vs ...iovec) *msghdr {
+		buf := make([]iovec, len(vs))
+		copy(buf, vs)
+		h := &msghdr{Iovlen: uint64(len(vs))}
+		if len(vs) > 0 {
+			h.Iov = uint64(uintptr(unsafe.Pointer(&buf[0])))
+		}
+		t.Cleanup(func() { runtime.KeepAlive(buf) })
+		return h
+	}
+	tests := []struct {
+		name   string
+		h      *msghdr
+		stream bool
+		want   string
+		errno  unix.Errno
+	}{
+		{"two iovecs", iov(iovec{at, 5}, iovec{at + 5, 7}), false, "hello, world", 0},
+		{"empty", iov(), false, "", 0},
+		{"zero-length iovec with a bad pointer", iov(iovec{1, 0}, iovec{at, 5}), false, "hello", 0},
+		{"bad pointer", iov(iovec{1, 5}), false, "", unix.EFAULT},
+		{"huge length", iov(iovec{at, ^uint64(0)}), false, "", unix.EMSGSIZE},
+		{"lengths that overflow when added", iov(iovec{at, 5}, iovec{at, 1<<63 + 1}), false, "", unix.EMSGSIZE},
+		{"too many iovecs", &msghdr{Iov: at, Iovlen: maxIov + 1}, false, "", unix.EMSGSIZE},
+	}
+	for _, tt := range tests {
+		got, errno := w.gather(self, tt.h, nil, tt.stream)
+		if errno != tt.errno || (errno == 0 && string(got) != tt.want) {
+			t.Errorf("%s: %q %v, want %q %v", tt.name, got, errno, tt.want, tt.errno)
+		}
+	}
+	// More than a datagram holds: EMSGSIZE, or for a stream the first maxPayload bytes.
+	big := make([]byte, maxPayload+100)
+	for i := range big {
+		big[i] = byte(i)
+	}
+	h := iov(iovec{at, 5}, iovec{addr(big), uint64(len(big))})
+	if _, errno := w.gather(self, h, nil, false); errno != unix.EMSGSIZE {
+		t.Errorf("datagram of %d bytes: %v, want EMSGSIZE", 5+len(big), errno)
+	}
+	got, errno := w.gather(self, h, nil, true)
+	if errno != 0 || len(got) != maxPayload || string(got[:5]) != "hello" || got[5] != 0 || got[maxPayload-1] != big[maxPayload-6] {
+		t.Errorf("stream of %d bytes: %d bytes, %v; want the first %d", 5+len(big), len(got), errno, maxPayload)
+	}
+	runtime.KeepAlive(big)
+}
+
+func TestPendingSignals(t *testing.T) {
+	own, shared, threads := pendingSignals(os.Getpid())
+	if own || shared || threads < 1 {
+		t.Errorf("pendingSignals(self) = %v %v %d", own, shared, threads)
+	}
+	if own, shared, threads := pendingSignals(1 << 30); own || shared || threads != 0 {
+		t.Errorf("pendingSignals of no process = %v %v %d", own, shared, threads)
+	}
+}
+
+// TestPidfdForThreads: a notification names a thread; pidfd works for a thread that is not
+// the leader, with PIDFD_THREAD (6.9) and, as on older kernels, through the TGID.
+func TestPidfdForThreads(t *testing.T) {
+	r, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer wr.Close()
+	// Goroutines holding their threads until one is not the main thread.
+	tids := make(chan int)
+	release := make(chan struct{})
+	defer close(release)
+	tid := os.Getpid()
+	for range 8 {
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			tids <- unix.Gettid()
+			<-release
+		}()
+		if tid = <-tids; tid != os.Getpid() {
+			break
+		}
+	}
+	if tid == os.Getpid() {
+		t.Skip("no thread other than the main one")
+	}
+	for _, noThread := range []bool{false, true} {
+		s := &Supervisor{}
+		s.noPidfdThread.Store(noThread)
+		pfd, err := s.pidfd(tid)
+		if err != nil {
+			t.Errorf("noPidfdThread=%v: pidfd(%d): %v", noThread, tid, err)
+			continue
+		}
+		fd, err := unix.PidfdGetfd(pfd, int(r.Fd()), 0)
+		unix.Close(pfd)
+		if err != nil {
+			t.Errorf("noPidfdThread=%v: pidfd_getfd: %v", noThread, err)
+			continue
+		}
+		var a, b unix.Stat_t
+		unix.Fstat(fd, &a)
+		unix.Fstat(int(r.Fd()), &b)
+		unix.Close(fd)
+		if a.Ino != b.Ino {
+			t.Errorf("noPidfdThread=%v: the duplicate is another file", noThread)
 		}
 	}
 }

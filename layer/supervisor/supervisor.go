@@ -30,7 +30,11 @@ type Supervisor struct {
 	ExecEnv func(pid int, path string, envp []string) []string
 	// WaitKillable says the filter was installed with WAIT_KILLABLE_RECV, which ExecEnv needs.
 	WaitKillable bool
-	rewrites     envRewrites
+	// Net, when set, serves the socket calls of seccomp.NetRules (see net.go); the filter must
+	// trap them then, and only then: with Net nil a trapped socket call runs untouched, but
+	// each one pays a round trip for nothing. Set it before Serve.
+	Net      layer.NetHandler
+	rewrites envRewrites
 
 	listener *os.File
 	fd       int
@@ -43,6 +47,13 @@ type Supervisor struct {
 	served   atomic.Bool
 	syncWake bool
 	workers  sync.Pool // *worker: one per receiver, reused across hand-overs
+
+	// noPidfdThread: the kernel lacks PIDFD_THREAD (before 6.9), pidfds are opened on the TGID
+	noPidfdThread atomic.Bool
+	pidfdWarned   atomic.Bool
+	relayed       sockSet // sockets the supervisor sent from to a relay
+	connMu        sync.Mutex
+	connecting    map[uint64]*inflight // Connect calls under way, by socket inode
 }
 
 // New returns a supervisor for the listener the launcher handed over. It owns the listener from
@@ -73,10 +84,19 @@ type Stats struct {
 	Passed   uint64 // trapped calls let through unrouted: unreadable or empty path (fstat-like), a dirfd without a path
 	Failed   uint64 // remote calls answered with an error (the Handler's errno, or EIO)
 	Gone     uint64 // calls whose thread stopped waiting before the answer (signal, death)
+
+	// Socket calls (Net set).
+	NetLocal  uint64 // connects and sends to a destination RouteOutgoing kept Local: CONTINUE
+	NetRemote uint64 // connects and sends routed Remote, served through the NetHandler (errors included)
+	NetRecv   uint64 // receives served on a relayed socket, sources rewritten
+	NetNamed  uint64 // getpeername and getsockname answered from a flow
+	NetPassed uint64 // socket calls let through unasked: no address, not TCP or UDP over IP, not relayed, no flow
+	NetFailed uint64 // served socket calls answered with an error (EINPROGRESS and EAGAIN are not failures)
 }
 
 type counters struct {
-	local, remote, notFound, exec, passed, failed, gone atomic.Uint64
+	local, remote, notFound, exec, passed, failed, gone          atomic.Uint64
+	netLocal, netRemote, netRecv, netNamed, netPassed, netFailed atomic.Uint64
 }
 
 // Stats returns the counts so far; safe to call at any time.
@@ -85,6 +105,8 @@ func (s *Supervisor) Stats() Stats {
 	return Stats{
 		Local: c.local.Load(), Remote: c.remote.Load(), NotFound: c.notFound.Load(),
 		Exec: c.exec.Load(), Passed: c.passed.Load(), Failed: c.failed.Load(), Gone: c.gone.Load(),
+		NetLocal: c.netLocal.Load(), NetRemote: c.netRemote.Load(), NetRecv: c.netRecv.Load(),
+		NetNamed: c.netNamed.Load(), NetPassed: c.netPassed.Load(), NetFailed: c.netFailed.Load(),
 	}
 }
 
@@ -125,9 +147,13 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 	go s.receiver(hctx, st)
 	st.wg.Wait()
 	stats := s.Stats()
-	s.log.Debug().Uint64("local", stats.Local).Uint64("remote", stats.Remote).Uint64("not_found", stats.NotFound).
-		Uint64("exec", stats.Exec).Uint64("passed", stats.Passed).Uint64("failed", stats.Failed).Uint64("gone", stats.Gone).
-		Msg("supervisor stopped")
+	e := s.log.Debug().Uint64("local", stats.Local).Uint64("remote", stats.Remote).Uint64("not_found", stats.NotFound).
+		Uint64("exec", stats.Exec).Uint64("passed", stats.Passed).Uint64("failed", stats.Failed).Uint64("gone", stats.Gone)
+	if s.Net != nil {
+		e = e.Uint64("net_local", stats.NetLocal).Uint64("net_remote", stats.NetRemote).Uint64("net_recv", stats.NetRecv).
+			Uint64("net_named", stats.NetNamed).Uint64("net_passed", stats.NetPassed).Uint64("net_failed", stats.NetFailed)
+	}
+	e.Msg("supervisor stopped")
 	if st.err != nil {
 		return st.err
 	}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
+	"github.com/kwarp-dev/kwarp/agent/netns/netnstest"
 	"github.com/kwarp-dev/kwarp/agent/sessionserver"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -92,6 +93,13 @@ var podEnv = []string{"DATABASE_URL=postgres://db:5432/shop", "LOG_LEVEL=info", 
 
 func startPod(t *testing.T) *pod {
 	t.Helper()
+	return startPodWith(t, false, nil)
+}
+
+// startPodWith is startPod with extra files in the pod's root (name relative to it → content)
+// and, with ownNet, a network namespace of its own with its loopback up, as a pod has.
+func startPodWith(t *testing.T, ownNet bool, extra map[string]string) *pod {
+	t.Helper()
 	needRoot(t)
 	sleeper := buildSleeper(t)
 	root := t.TempDir()
@@ -111,6 +119,12 @@ func startPod(t *testing.T) *pod {
 		{"etc/secret", "s3cret\n", 0o600},
 		{"config/..2024_x/app.conf", "from the configmap\n", 0o644},
 		{"big", strings.Repeat("kwarp", 600<<10/5), 0o644},
+	}
+	for name, content := range extra {
+		files = append(files, struct {
+			name, content string
+			mode          os.FileMode
+		}{name, content, 0o644})
 	}
 	for _, f := range files {
 		p := filepath.Join(root, f.name)
@@ -154,6 +168,9 @@ func startPod(t *testing.T) *pod {
 		// Its own mount namespace (Go makes it private), so its /proc mount stays its own.
 		Unshareflags: syscall.CLONE_NEWNS,
 	}
+	if ownNet {
+		cmd.SysProcAttr.Unshareflags |= syscall.CLONE_NEWNET
+	}
 	cmd.Dir = "/"
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -165,6 +182,9 @@ func startPod(t *testing.T) *pod {
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil || line != "ready\n" {
 		t.Fatalf("sleeper did not start: %q, %v; stderr: %s", line, err, stderr.String())
+	}
+	if ownNet {
+		must(t, netnstest.LoopbackUp(p.pid))
 	}
 	return p
 }

@@ -8,23 +8,36 @@
 //	agent/sessionserver  Session: sessions and the agent's lease (agent/lease)
 //	agent/envserver      Env: the target's environment
 //	agent/fsserver       Fs: the target's files, inside its root, with its credentials
+//	agent/netns          sockets made in the target's network namespace (for the two below)
+//	agent/outgoing       Outgoing: connections from the pod, their bytes on tunnels
+//	agent/dnsserver      Dns: DNS queries from the pod, its resolv.conf and hosts
 //
 // plus the standard gRPC health service, which the CLI uses to know the agent is up.
+//
+// The agent listens on one port, since a port-forward reaches one port: gRPC connections and
+// the outgoing connections' data tunnels arrive there alike, told apart by their first four
+// bytes (Serve).
 package agent
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 
+	"github.com/kwarp-dev/kwarp/agent/api/tunnel"
 	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/agent/creds"
+	"github.com/kwarp-dev/kwarp/agent/dnsserver"
 	"github.com/kwarp-dev/kwarp/agent/envserver"
 	"github.com/kwarp-dev/kwarp/agent/fsserver"
 	"github.com/kwarp-dev/kwarp/agent/lease"
+	"github.com/kwarp-dev/kwarp/agent/netns"
+	"github.com/kwarp-dev/kwarp/agent/outgoing"
 	"github.com/kwarp-dev/kwarp/agent/sessionserver"
 	"github.com/kwarp-dev/kwarp/agent/target"
 	"github.com/rs/zerolog"
@@ -55,6 +68,9 @@ type Options struct {
 	Clock lease.Clock
 	// StopGrace bounds a graceful stop: calls still running after it are cut. 0 is 10s.
 	StopGrace time.Duration
+	// TunnelPairTimeout is how long an outgoing connection and its tunnel wait for each
+	// other; 0 is outgoing.DefaultPairTimeout (10s).
+	TunnelPairTimeout time.Duration
 }
 
 // Server is the agent's gRPC server.
@@ -64,6 +80,8 @@ type Server struct {
 	sessions *sessionserver.Server
 	lease    *lease.Lease
 	tracker  *target.Tracker // nil: targetless
+	netns    *netns.Dialer
+	outgoing *outgoing.Server
 	opts     Options
 	log      zerolog.Logger
 }
@@ -93,11 +111,19 @@ func New(log zerolog.Logger, opts Options) (*Server, error) {
 	}
 	s.lease = lease.New(opts.TTL, opts.IdleStart, opts.Clock)
 	s.sessions = sessionserver.New(log, s.lease, opts.Clock, s.Target)
+	s.netns = netns.New(loc)
+	s.outgoing = outgoing.New(log, s.netns, dnsserver.NewResolver(loc, s.netns), outgoing.Options{
+		PairTimeout: opts.TunnelPairTimeout,
+		Sessions:    s.sessions,
+	})
+	s.sessions.OnEnd(s.outgoing.EndSession)
 
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	agentv1.RegisterSessionServer(s.grpc, s.sessions)
 	agentv1.RegisterEnvServer(s.grpc, envserver.New(log, loc))
 	agentv1.RegisterFsServer(s.grpc, fsserver.New(log, loc))
+	agentv1.RegisterOutgoingServer(s.grpc, s.outgoing)
+	agentv1.RegisterDnsServer(s.grpc, dnsserver.New(log, loc, s.netns, dnsserver.Options{}))
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return s, nil
 }
@@ -143,17 +169,25 @@ func (s *Server) Target() *agentv1.Target {
 }
 
 // Serve answers on lis until ctx ends or the lease expires, then stops gracefully: calls in
-// flight get StopGrace to finish and Hold streams end with Unavailable. Both ends return nil;
-// Expired tells them apart.
+// flight get StopGrace to finish and Hold streams end with Unavailable; outgoing connections
+// are closed. Both ends return nil; Expired tells them apart.
+//
+// lis carries gRPC and tunnels both: each accepted connection's first four bytes are read
+// (on its own goroutine, with a deadline, so a silent client holds up no one) and the
+// connection goes to the outgoing tunnels when they are tunnel.Magic, to gRPC otherwise, with
+// the four bytes given back.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	defer func() {
+		s.outgoing.Close()
+		s.netns.Close()
 		if s.tracker != nil {
 			s.tracker.Close()
 		}
 	}()
 	s.log.Info().Str("addr", lis.Addr().String()).Msg("agent serving")
 	errc := make(chan error, 1)
-	go func() { errc <- s.grpc.Serve(lis) }()
+	grpcLis := splitTunnels(lis, s.outgoing.ServeTunnel)
+	go func() { errc <- s.grpc.Serve(grpcLis) }()
 	select {
 	case err := <-errc:
 		if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -173,6 +207,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 func (s *Server) stop() {
 	s.health.Shutdown()
 	s.sessions.Shutdown()
+	s.outgoing.Close() // its spliced connections would otherwise outlive the agent's calls
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -207,4 +242,118 @@ func (s *Server) TargetPID() int {
 		return 0
 	}
 	return p.PID
+}
+
+// peekTimeout bounds how long an accepted connection may take to send its first four bytes.
+// gRPC clients send their preface at once, tunnels their header.
+const peekTimeout = 10 * time.Second
+
+// splitListener is the gRPC side of the agent's one listener: it accepts from lis, hands
+// tunnels to their handler and yields every other connection from Accept.
+type splitListener struct {
+	net.Listener
+	tunnels func(net.Conn)
+	conns   chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+
+	mu  sync.Mutex
+	err error // why accepting ended
+}
+
+func splitTunnels(lis net.Listener, tunnels func(net.Conn)) *splitListener {
+	l := &splitListener{Listener: lis, tunnels: tunnels, conns: make(chan net.Conn), done: make(chan struct{})}
+	go l.acceptLoop()
+	return l
+}
+
+func (l *splitListener) acceptLoop() {
+	var delay time.Duration
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			// Out of fds and the like: wait and go on, as net/http and gRPC do.
+			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() && !l.isClosed() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				time.Sleep(delay)
+				continue
+			}
+			l.fail(err)
+			return
+		}
+		delay = 0
+		go l.route(c)
+	}
+}
+
+// route reads the first four bytes of c and sends it on its way.
+func (l *splitListener) route(c net.Conn) {
+	var head [len(tunnel.Magic)]byte
+	_ = c.SetReadDeadline(time.Now().Add(peekTimeout))
+	if _, err := io.ReadFull(c, head[:]); err != nil {
+		c.Close()
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	if head == tunnel.Magic {
+		l.tunnels(c)
+		return
+	}
+	select {
+	case l.conns <- &replayConn{Conn: c, head: head[:]}:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+// Accept yields the next connection that is not a tunnel.
+func (l *splitListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return nil, l.err
+	}
+}
+
+// Close closes the underlying listener; Accept then fails.
+func (l *splitListener) Close() error {
+	err := l.Listener.Close()
+	l.fail(net.ErrClosed)
+	return err
+}
+
+func (l *splitListener) fail(err error) {
+	l.once.Do(func() {
+		l.mu.Lock()
+		l.err = err
+		l.mu.Unlock()
+		close(l.done)
+	})
+}
+
+func (l *splitListener) isClosed() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// replayConn gives back the bytes read to route the connection before the rest of it.
+type replayConn struct {
+	net.Conn
+	head []byte
+}
+
+func (c *replayConn) Read(b []byte) (int, error) {
+	if len(c.head) > 0 {
+		n := copy(b, c.head)
+		c.head = c.head[n:]
+		return n, nil
+	}
+	return c.Conn.Read(b)
 }

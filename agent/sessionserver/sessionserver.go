@@ -28,7 +28,8 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// SessionIDKey is the gRPC metadata key naming the session of a Hold stream.
+// SessionIDKey is the gRPC metadata key naming the session of a call: of a Hold stream, and of
+// every call whose effect lasts as long as its session (an outgoing connection).
 const SessionIDKey = "kwarp-session-id"
 
 // OpenGrace is how long an opened session holds the lease without a Hold stream.
@@ -45,6 +46,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	onEnd    []func(id string)
 	stopping chan struct{}
 	stopOnce sync.Once
 }
@@ -73,6 +75,33 @@ func New(log zerolog.Logger, l *lease.Lease, clock lease.Clock, target func() *a
 // held up by streams that would otherwise last as long as their sessions.
 func (s *Server) Shutdown() {
 	s.stopOnce.Do(func() { close(s.stopping) })
+}
+
+// OnEnd registers fn to run when a session ends (its last Hold stream ended, or it was opened
+// and never held), so a capability can release what the session held. fn runs outside the
+// server's lock, after the session is gone: Known(id) is false by then.
+func (s *Server) OnEnd(fn func(id string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onEnd = append(s.onEnd, fn)
+}
+
+// ended runs the OnEnd hooks for id.
+func (s *Server) ended(id string) {
+	s.mu.Lock()
+	hooks := s.onEnd
+	s.mu.Unlock()
+	for _, fn := range hooks {
+		fn(id)
+	}
+}
+
+// Known reports whether session id is registered: opened or held, and not ended.
+func (s *Server) Known(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.sessions[id]
+	return ok
 }
 
 // Active is the number of registered sessions.
@@ -136,6 +165,7 @@ func (s *Server) armGraceLocked(sess *session) {
 		}
 		s.endLocked(sess)
 		s.mu.Unlock()
+		s.ended(sess.id)
 		log := logging.WithSession(s.log, sess.id)
 		log.Warn().Dur("grace", s.grace).Msg("session opened but never held; dropped")
 	})
@@ -157,7 +187,7 @@ func (s *Server) endLocked(sess *session) {
 // Hold keeps the session's lease while the stream is open and answers each Ping with a Pong of
 // the same seq.
 func (s *Server) Hold(stream agentv1.Session_HoldServer) error {
-	id := sessionID(stream.Context())
+	id := SessionID(stream.Context())
 	if id == "" {
 		return status.Errorf(codes.InvalidArgument, "Hold: no session id in metadata %q; call Open, then Hold with the same id", SessionIDKey)
 	}
@@ -202,6 +232,7 @@ func (s *Server) Hold(stream agentv1.Session_HoldServer) error {
 	active := len(s.sessions)
 	s.mu.Unlock()
 	if closed {
+		s.ended(id)
 		log.Info().Str("reason", reason).Dur("duration", s.clock.Now().Sub(sess.opened)).Int("active", active).Msg("session closed")
 	}
 	return err
@@ -244,7 +275,8 @@ func (s *Server) pingPong(stream agentv1.Session_HoldServer) (reason string, err
 	}
 }
 
-func sessionID(ctx context.Context) string {
+// SessionID is the session a call names in its metadata (SessionIDKey); "" when none.
+func SessionID(ctx context.Context) string {
 	md, ok := metadata.FromIncomingContext(ctx)
 	if !ok {
 		return ""

@@ -243,3 +243,49 @@ func TestShutdownEndsHolds(t *testing.T) {
 		t.Errorf("Hold after Shutdown: %v, want Unavailable", err)
 	}
 }
+
+// OnEnd hooks learn of every session's end, held or only opened, once the session is gone.
+func TestOnEnd(t *testing.T) {
+	f := newFixture(t, time.Minute)
+	ctx := ctxT(t)
+	var mu sync.Mutex
+	var ended []string
+	f.srv.OnEnd(func(id string) {
+		if f.srv.Known(id) {
+			t.Errorf("hook for %s ran while the session was still known", id)
+		}
+		mu.Lock()
+		ended = append(ended, id)
+		mu.Unlock()
+	})
+	endedList := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(ended, " ")
+	}
+	for _, id := range []string{"held", "opened"} {
+		if _, err := f.client.Open(ctx, &agentv1.OpenRequest{SessionId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, cancel := f.hold(t, ctx, "held")
+	if !f.srv.Known("held") || !f.srv.Known("opened") || f.srv.Known("other") {
+		t.Fatal("Known does not match the sessions")
+	}
+	cancel()
+	eventually(t, "the held session's hook", func() bool { return endedList() == "held" })
+	f.clock.Advance(OpenGrace)
+	if got := endedList(); got != "held opened" {
+		t.Errorf("hooks ran for %q, want held then opened", got)
+	}
+}
+
+func TestSessionIDFromMetadata(t *testing.T) {
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs(SessionIDKey, "s-7"))
+	if got := SessionID(ctx); got != "s-7" {
+		t.Errorf("SessionID = %q", got)
+	}
+	if got := SessionID(context.Background()); got != "" {
+		t.Errorf("SessionID without metadata = %q", got)
+	}
+}

@@ -3,7 +3,8 @@
 //
 // It finds the target container's main process (by --container-id with hostPID in a Job on the
 // target's node, or --ephemeral as an ephemeral container in the target pod; neither: a
-// targetless agent), serves the sessions' gRPC calls on --listen, and exits 0 when its lease
+// targetless agent), serves the sessions' gRPC calls and the data tunnels of their outgoing
+// connections on --listen (one port: a port-forward reaches one), and exits 0 when its lease
 // ends (no session for --ttl, or none at all within --idle-start) or on SIGTERM.
 //
 // Exit status: 0 lease expired or signalled, 1 the agent could not start (target not found,
@@ -50,7 +51,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	var c config
 	fs := flag.NewFlagSet("kwarp-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.listen, "listen", ":7700", "address the gRPC server listens on")
+	fs.StringVar(&c.listen, "listen", ":7700", "address the agent listens on (gRPC and outgoing tunnels share it)")
 	fs.StringVar(&c.opts.ContainerID, "container-id", "", "target container's ID from the pod status (containerd://…); empty: targetless")
 	fs.StringVar(&c.opts.Namespace, "namespace", "", "target's namespace, reported to the CLI")
 	fs.StringVar(&c.opts.Pod, "pod", "", "target's pod, reported to the CLI")

@@ -395,7 +395,7 @@ type Hold struct {
 }
 
 // holdTimeout is how long a ping may wait for its answer before the agent counts as lost.
-const holdTimeout = 4 * time.Second
+const holdTimeout = 10 * time.Second
 
 // Stop ends the session (the agent's lease then runs its TTL).
 func (h *Hold) Stop() {

@@ -61,10 +61,18 @@ func (d *Dialer) Dial(ctx context.Context, network, address string) (*Conn, erro
 	go func() {
 		c, err := d.Open(ctx)
 		if err == nil {
-			if err = tunnel.WriteHeader(c, tok); err != nil {
-				c.Close()
-				c = nil
-			}
+			err = tunnel.WriteHeader(c, tok)
+		}
+		if err == nil {
+			// the status is read as soon as the agent sends it, not after Connect returns: a
+			// port-forward stream whose data waits unread holds up the connection's other
+			// streams (the port-forward multiplexer has no flow control), Connect's answer
+			// among them
+			err = tunnel.ReadStatus(c)
+		}
+		if err != nil && c != nil {
+			c.Close()
+			c = nil
 		}
 		tun <- opened{c, err}
 	}()
@@ -83,11 +91,7 @@ func (d *Dialer) Dial(ctx context.Context, network, address string) (*Conn, erro
 	}
 	t := <-tun
 	if t.err != nil {
-		return nil, fmt.Errorf("open a tunnel to the agent: %w", t.err)
-	}
-	if err := tunnel.ReadStatus(t.c); err != nil {
-		t.c.Close()
-		return nil, fmt.Errorf("tunnel for %s %s: %w", network, address, err)
+		return nil, fmt.Errorf("tunnel for %s %s: %w", network, address, t.err)
 	}
 	return &Conn{Conn: t.c, Result: res}, nil
 }

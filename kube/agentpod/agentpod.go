@@ -137,13 +137,17 @@ type Agent struct {
 	// Reused is true when Ensure found the agent already running (a warm start).
 	Reused bool `json:"reused"`
 
-	client kubernetes.Interface
-	config *rest.Config
-	log    zerolog.Logger
+	client    kubernetes.Interface
+	config    *rest.Config
+	log       zerolog.Logger
+	sessionID string
 
 	mu       sync.Mutex
 	forwards []*forward
 	conns    []*grpc.ClientConn
+
+	tunnelMu sync.Mutex
+	tunnels  *forward // the tunnels' own port-forward (see Tunnel)
 }
 
 // Ensure returns a ready agent for o.Target: a running one when there is (a warm start), else
@@ -177,7 +181,7 @@ func (o Options) agent(pod *corev1.Pod, container string, port int, reused bool)
 	return &Agent{
 		Mode: o.Mode, Namespace: pod.Namespace, Pod: pod.Name, Container: container, Node: pod.Spec.NodeName,
 		Port: port, Image: o.Image, Reused: reused,
-		client: o.Client, config: o.RESTConfig, log: o.Log,
+		client: o.Client, config: o.RESTConfig, log: o.Log, sessionID: o.SessionID,
 	}
 }
 

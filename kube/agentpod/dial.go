@@ -16,10 +16,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+
+	"github.com/kwarp-dev/kwarp/agent/sessionserver"
 )
 
 // healthTimeout bounds the wait for the agent to answer SERVING through a new port-forward.
@@ -130,7 +133,9 @@ func (a *Agent) Dial(ctx context.Context) (*grpc.ClientConn, error) {
 	}
 	conn, err := grpc.NewClient("passthrough:///agent",
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(fw.dial))
+		grpc.WithContextDialer(fw.dial),
+		grpc.WithChainUnaryInterceptor(a.unarySession),
+		grpc.WithChainStreamInterceptor(a.streamSession))
 	if err != nil {
 		fw.close()
 		return nil, fmt.Errorf("grpc client for agent %s: %w", a, err)
@@ -147,25 +152,66 @@ func (a *Agent) Dial(ctx context.Context) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
-// Tunnel opens a raw stream to the agent's port on the port-forward of the last Dial: the
-// agent's data tunnels (agent/api/tunnel) for outgoing connections. Like the gRPC connection
-// it is reachable by no one else on this machine. Each tunnel is one stream pair, the unit
-// kubectl's port-forward uses per local connection.
+// Tunnel opens a raw stream to the agent's port: the agent's data tunnels (agent/api/tunnel)
+// for outgoing connections. Like the gRPC connection it is reachable by no one else on this
+// machine. Each tunnel is one stream pair, the unit kubectl's port-forward uses per local
+// connection.
+//
+// Tunnels travel on a port-forward of their own, opened at the first tunnel: the port-forward
+// multiplexer has no flow control, so a stream whose reader is slow (a program that does not
+// read its socket) holds up the streams that share its connection; the session's gRPC calls
+// and lease pings must not be among them.
 func (a *Agent) Tunnel(ctx context.Context) (net.Conn, error) {
-	a.mu.Lock()
-	var fw *forward
-	if n := len(a.forwards); n > 0 {
-		fw = a.forwards[n-1]
-	}
-	a.mu.Unlock()
-	if fw == nil {
-		return nil, fmt.Errorf("tunnel to agent %s: not dialed", a)
+	fw, err := a.tunnelForward(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel to agent %s: %w", a, err)
 	}
 	c, err := fw.dial(ctx, "")
 	if err != nil {
 		return nil, fmt.Errorf("tunnel to agent %s: %w", a, err)
 	}
 	return c, nil
+}
+
+// tunnelForward is the tunnels' port-forward, opened once; concurrent first callers wait for
+// the one being opened.
+func (a *Agent) tunnelForward(ctx context.Context) (*forward, error) {
+	a.tunnelMu.Lock()
+	defer a.tunnelMu.Unlock()
+	if a.tunnels != nil {
+		return a.tunnels, nil
+	}
+	fw, err := a.forward(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	a.forwards = append(a.forwards, fw)
+	a.mu.Unlock()
+	a.tunnels = fw
+	return fw, nil
+}
+
+// withSession names the session in every call's metadata (sessionserver.SessionIDKey): the
+// agent ties connections and leases to it. It is set here, on the one connection the core
+// owns, so calls a plugin makes through the core carry it too and no plugin can name another
+// session.
+func (a *Agent) withSession(ctx context.Context) context.Context {
+	if a.sessionID == "" {
+		return ctx
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	md = md.Copy()
+	md.Set(sessionserver.SessionIDKey, a.sessionID)
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
+func (a *Agent) unarySession(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	return invoker(a.withSession(ctx), method, req, reply, cc, opts...)
+}
+
+func (a *Agent) streamSession(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	return streamer(a.withSession(ctx), desc, cc, method, opts...)
 }
 
 // forward connects to the pod's portforward subresource the way kubectl does: WebSockets

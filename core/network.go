@@ -33,6 +33,10 @@ func (n *network) close() {
 	}
 }
 
+// localResolvConf is this machine's resolver configuration, read by kwarp itself (never
+// through the layer).
+const localResolvConf = "/etc/resolv.conf"
+
 // newNetwork reads the net and dns tables and builds what they ask for.
 func newNetwork(plugins map[string]*runningPlugin, dialer *clusterdial.Dialer, log zerolog.Logger) (*network, error) {
 	var nr sdk.NetRules
@@ -60,6 +64,14 @@ func newNetwork(plugins map[string]*runningPlugin, dialer *clusterdial.Dialer, l
 			Log: log.With().Str("feature", "dns").Logger()})
 		if err != nil {
 			return nil, err
+		}
+	}
+	if router == nil {
+		// names resolve here: this machine's resolver is asked from this machine, not
+		// through the pod, whatever the filters send through it
+		if ns, err := dnsroute.ReadResolvConf(localResolvConf); err == nil {
+			rules.Filters = append([]outgoing.Filter{{Kind: outgoing.FilterLocal,
+				Subnets: []string{netip.PrefixFrom(ns.Addr(), ns.Addr().BitLen()).String()}, Ports: []int{int(ns.Port())}}}, rules.Filters...)
 		}
 	}
 	if !rules.TCP && !rules.UDP && router == nil {

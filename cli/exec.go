@@ -33,9 +33,10 @@ func newExecCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "exec [flags] -- CMD [ARGS...]",
 		Short: "Run a local command in the context of a pod: its environment, files, network",
-		Long: `Run CMD on this machine with the target container's environment variables and files (and,
-as they land, its DNS, outgoing and incoming traffic). The exit status is CMD's; kwarp's own
-failures exit 2 (usage or policy) or 3 (cluster or agent).
+		Long: `Run CMD on this machine with the target container's environment variables and files, its
+DNS, and its outgoing connections (they leave from the pod's network). Without -t an agent pod
+of kwarp's own serves DNS and outgoing traffic. The exit status is CMD's; kwarp's own failures
+exit 2 (usage or policy) or 3 (cluster or agent).
 
 Variables that describe this machine stay local unless env.include names them: ` + env.LocalOnlyList(),
 		Args: cobra.MinimumNArgs(1),

@@ -251,12 +251,19 @@ func TestOutgoingUDPAndDNS(t *testing.T) {
 		// it are forwarded upstream, which this sandboxed cluster cannot reach: SERVFAIL)
 		"nxdomain go": {"sh", "-c", shellJoin(cl.argv(t, "go", "resolve", "no-such-service-kwarp."+w.ns+".svc.cluster.local")) + "; echo status=$?"},
 		"nxdomain c":  {"sh", "-c", shellJoin(cl.argv(t, "c", "resolve", "no-such-service-kwarp."+w.ns+".svc.cluster.local")) + "; echo status=$?"},
+		// a port nothing listens on in the echo pod: its kernel refuses, and so does the program's connect
+		"refused go": {"sh", "-c", shellJoin(cl.argv(t, "go", "tcp", w.echoPodIP, "7999")) + "; echo status=$?"},
+		"refused c":  {"sh", "-c", shellJoin(cl.argv(t, "c", "tcp", w.echoPodIP, "7999")) + "; echo status=$?"},
 	}
 	start := time.Now()
 	got := execScript(t, ctx, []string{"exec", "-n", w.ns, "-t", "deploy/sample"}, lines)
 	for label := range lines {
 		out := strings.TrimSpace(got[label])
 		switch {
+		case strings.HasPrefix(label, "refused"):
+			if !strings.Contains(strings.ToLower(out), "connection refused") || strings.HasSuffix(out, "status=0") {
+				t.Errorf("%s: %q, want the pod's ECONNREFUSED", label, out)
+			}
 		case strings.HasPrefix(label, "nxdomain"):
 			if !strings.Contains(out, "status=") || strings.HasSuffix(out, "status=0") ||
 				!(strings.Contains(out, "no such host") || strings.Contains(out, "not known")) {
@@ -292,6 +299,15 @@ func TestOutgoingRedis(t *testing.T) {
 	})
 	if strings.TrimSpace(got["roundtrip"]) != "OK\nfrom-the-laptop" {
 		t.Fatalf("redis-cli SET/GET: %q", got["roundtrip"])
+	}
+	// one connection held for a while: redis-cli reads its commands from a pipe that feeds
+	// one every two seconds, and CLIENT ID names the connection each time
+	held := execScript(t, ctx, []string{"exec", "-n", w.ns, "-t", "deploy/sample"}, map[string][]string{
+		"held": {"sh", "-c", "for i in 1 2 3 4 5 6; do echo CLIENT ID; sleep 2; done | redis-cli -h redis"},
+	})
+	ids := strings.Fields(held["held"])
+	if len(ids) != 6 || strings.Count(held["held"], ids[0]) != 6 {
+		t.Fatalf("a connection held 12 s: %q, want six answers from one connection", held["held"])
 	}
 	// the value is in the pod's Redis, read from the node side without kwarp
 	out, _, err := testenv.Env.Exec(ctx, w.ns, mustPod(t, ctx, w.ns, "redis"), "redis", []string{"/usr/bin/redis-server", "--version"}, nil)

@@ -26,6 +26,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type SubscribeRequest_Mode int32
+
+const (
+	SubscribeRequest_MIRROR SubscribeRequest_Mode = 0
+	SubscribeRequest_STEAL  SubscribeRequest_Mode = 1
+)
+
+// Enum value maps for SubscribeRequest_Mode.
+var (
+	SubscribeRequest_Mode_name = map[int32]string{
+		0: "MIRROR",
+		1: "STEAL",
+	}
+	SubscribeRequest_Mode_value = map[string]int32{
+		"MIRROR": 0,
+		"STEAL":  1,
+	}
+)
+
+func (x SubscribeRequest_Mode) Enum() *SubscribeRequest_Mode {
+	p := new(SubscribeRequest_Mode)
+	*p = x
+	return p
+}
+
+func (x SubscribeRequest_Mode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SubscribeRequest_Mode) Descriptor() protoreflect.EnumDescriptor {
+	return file_agent_api_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (SubscribeRequest_Mode) Type() protoreflect.EnumType {
+	return &file_agent_api_v1_agent_proto_enumTypes[0]
+}
+
+func (x SubscribeRequest_Mode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SubscribeRequest_Mode.Descriptor instead.
+func (SubscribeRequest_Mode) EnumDescriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{32, 0}
+}
+
 type OpenRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	SessionId     string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -1833,6 +1879,343 @@ func (x *DnsConfigResponse) GetHosts() []byte {
 	return nil
 }
 
+type SubscribeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Port  uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"` // the pod's port
+	Mode  SubscribeRequest_Mode  `protobuf:"varint,2,opt,name=mode,proto3,enum=kwarp.agent.v1.SubscribeRequest_Mode" json:"mode,omitempty"`
+	// HTTP filters (steal only): none = the whole port. JSON of plugins/steal.Config, one per
+	// steal block on this port.
+	HttpFilters   [][]byte `protobuf:"bytes,3,rep,name=http_filters,json=httpFilters,proto3" json:"http_filters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscribeRequest) Reset() {
+	*x = SubscribeRequest{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscribeRequest) ProtoMessage() {}
+
+func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
+func (*SubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *SubscribeRequest) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *SubscribeRequest) GetMode() SubscribeRequest_Mode {
+	if x != nil {
+		return x.Mode
+	}
+	return SubscribeRequest_MIRROR
+}
+
+func (x *SubscribeRequest) GetHttpFilters() [][]byte {
+	if x != nil {
+		return x.HttpFilters
+	}
+	return nil
+}
+
+type IncomingEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*IncomingEvent_Subscribed
+	//	*IncomingEvent_Connection
+	//	*IncomingEvent_Refused
+	Event         isIncomingEvent_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncomingEvent) Reset() {
+	*x = IncomingEvent{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncomingEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncomingEvent) ProtoMessage() {}
+
+func (x *IncomingEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncomingEvent.ProtoReflect.Descriptor instead.
+func (*IncomingEvent) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *IncomingEvent) GetEvent() isIncomingEvent_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *IncomingEvent) GetSubscribed() *Subscribed {
+	if x != nil {
+		if x, ok := x.Event.(*IncomingEvent_Subscribed); ok {
+			return x.Subscribed
+		}
+	}
+	return nil
+}
+
+func (x *IncomingEvent) GetConnection() *IncomingConnection {
+	if x != nil {
+		if x, ok := x.Event.(*IncomingEvent_Connection); ok {
+			return x.Connection
+		}
+	}
+	return nil
+}
+
+func (x *IncomingEvent) GetRefused() *Refused {
+	if x != nil {
+		if x, ok := x.Event.(*IncomingEvent_Refused); ok {
+			return x.Refused
+		}
+	}
+	return nil
+}
+
+type isIncomingEvent_Event interface {
+	isIncomingEvent_Event()
+}
+
+type IncomingEvent_Subscribed struct {
+	Subscribed *Subscribed `protobuf:"bytes,1,opt,name=subscribed,proto3,oneof"`
+}
+
+type IncomingEvent_Connection struct {
+	Connection *IncomingConnection `protobuf:"bytes,2,opt,name=connection,proto3,oneof"`
+}
+
+type IncomingEvent_Refused struct {
+	Refused *Refused `protobuf:"bytes,3,opt,name=refused,proto3,oneof"`
+}
+
+func (*IncomingEvent_Subscribed) isIncomingEvent_Event() {}
+
+func (*IncomingEvent_Connection) isIncomingEvent_Event() {}
+
+func (*IncomingEvent_Refused) isIncomingEvent_Event() {}
+
+// Subscribed: the redirection is in place; the listening ports of the target's process.
+type Subscribed struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PodPorts      []uint32               `protobuf:"varint,1,rep,packed,name=pod_ports,json=podPorts,proto3" json:"pod_ports,omitempty"` // what the target listens on (to warn about a port it does not)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Subscribed) Reset() {
+	*x = Subscribed{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Subscribed) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Subscribed) ProtoMessage() {}
+
+func (x *Subscribed) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Subscribed.ProtoReflect.Descriptor instead.
+func (*Subscribed) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *Subscribed) GetPodPorts() []uint32 {
+	if x != nil {
+		return x.PodPorts
+	}
+	return nil
+}
+
+// IncomingConnection: a client connected (or, mirrored, a copy starts); open a tunnel with
+// token within 10 s.
+type IncomingConnection struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ClientAddress string                 `protobuf:"bytes,2,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"` // ip:port of the original client
+	LocalAddress  string                 `protobuf:"bytes,3,opt,name=local_address,json=localAddress,proto3" json:"local_address,omitempty"`    // ip:port the client connected to in the pod
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncomingConnection) Reset() {
+	*x = IncomingConnection{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncomingConnection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncomingConnection) ProtoMessage() {}
+
+func (x *IncomingConnection) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncomingConnection.ProtoReflect.Descriptor instead.
+func (*IncomingConnection) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *IncomingConnection) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *IncomingConnection) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+func (x *IncomingConnection) GetLocalAddress() string {
+	if x != nil {
+		return x.LocalAddress
+	}
+	return ""
+}
+
+// Refused: the subscription cannot be had (another session holds an overlapping filter or
+// the whole port, capture not permitted…); the stream ends after it.
+type Refused struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	HolderSession string                 `protobuf:"bytes,2,opt,name=holder_session,json=holderSession,proto3" json:"holder_session,omitempty"`
+	HolderUser    string                 `protobuf:"bytes,3,opt,name=holder_user,json=holderUser,proto3" json:"holder_user,omitempty"`
+	HolderHost    string                 `protobuf:"bytes,4,opt,name=holder_host,json=holderHost,proto3" json:"holder_host,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Refused) Reset() {
+	*x = Refused{}
+	mi := &file_agent_api_v1_agent_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Refused) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Refused) ProtoMessage() {}
+
+func (x *Refused) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_api_v1_agent_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Refused.ProtoReflect.Descriptor instead.
+func (*Refused) Descriptor() ([]byte, []int) {
+	return file_agent_api_v1_agent_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *Refused) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Refused) GetHolderSession() string {
+	if x != nil {
+		return x.HolderSession
+	}
+	return ""
+}
+
+func (x *Refused) GetHolderUser() string {
+	if x != nil {
+		return x.HolderUser
+	}
+	return ""
+}
+
+func (x *Refused) GetHolderHost() string {
+	if x != nil {
+		return x.HolderHost
+	}
+	return ""
+}
+
 var File_agent_api_v1_agent_proto protoreflect.FileDescriptor
 
 const file_agent_api_v1_agent_proto_rawDesc = "" +
@@ -1955,7 +2338,38 @@ const file_agent_api_v1_agent_proto_rawDesc = "" +
 	"\x11DnsConfigResponse\x12\x1f\n" +
 	"\vresolv_conf\x18\x01 \x01(\fR\n" +
 	"resolvConf\x12\x14\n" +
-	"\x05hosts\x18\x02 \x01(\fR\x05hosts2\x84\x01\n" +
+	"\x05hosts\x18\x02 \x01(\fR\x05hosts\"\xa3\x01\n" +
+	"\x10SubscribeRequest\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x129\n" +
+	"\x04mode\x18\x02 \x01(\x0e2%.kwarp.agent.v1.SubscribeRequest.ModeR\x04mode\x12!\n" +
+	"\fhttp_filters\x18\x03 \x03(\fR\vhttpFilters\"\x1d\n" +
+	"\x04Mode\x12\n" +
+	"\n" +
+	"\x06MIRROR\x10\x00\x12\t\n" +
+	"\x05STEAL\x10\x01\"\xd1\x01\n" +
+	"\rIncomingEvent\x12<\n" +
+	"\n" +
+	"subscribed\x18\x01 \x01(\v2\x1a.kwarp.agent.v1.SubscribedH\x00R\n" +
+	"subscribed\x12D\n" +
+	"\n" +
+	"connection\x18\x02 \x01(\v2\".kwarp.agent.v1.IncomingConnectionH\x00R\n" +
+	"connection\x123\n" +
+	"\arefused\x18\x03 \x01(\v2\x17.kwarp.agent.v1.RefusedH\x00R\arefusedB\a\n" +
+	"\x05event\")\n" +
+	"\n" +
+	"Subscribed\x12\x1b\n" +
+	"\tpod_ports\x18\x01 \x03(\rR\bpodPorts\"v\n" +
+	"\x12IncomingConnection\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\fR\x05token\x12%\n" +
+	"\x0eclient_address\x18\x02 \x01(\tR\rclientAddress\x12#\n" +
+	"\rlocal_address\x18\x03 \x01(\tR\flocalAddress\"\x8c\x01\n" +
+	"\aRefused\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12%\n" +
+	"\x0eholder_session\x18\x02 \x01(\tR\rholderSession\x12\x1f\n" +
+	"\vholder_user\x18\x03 \x01(\tR\n" +
+	"holderUser\x12\x1f\n" +
+	"\vholder_host\x18\x04 \x01(\tR\n" +
+	"holderHost2\x84\x01\n" +
 	"\aSession\x12A\n" +
 	"\x04Open\x12\x1b.kwarp.agent.v1.OpenRequest\x1a\x1c.kwarp.agent.v1.OpenResponse\x126\n" +
 	"\x04Hold\x12\x14.kwarp.agent.v1.Ping\x1a\x14.kwarp.agent.v1.Pong(\x010\x012K\n" +
@@ -1975,7 +2389,9 @@ const file_agent_api_v1_agent_proto_rawDesc = "" +
 	"\aConnect\x12\x1e.kwarp.agent.v1.ConnectRequest\x1a\x1f.kwarp.agent.v1.ConnectResponse2\x92\x01\n" +
 	"\x03Dns\x12<\n" +
 	"\x05Query\x12\x18.kwarp.agent.v1.DnsQuery\x1a\x19.kwarp.agent.v1.DnsAnswer\x12M\n" +
-	"\x06Config\x12 .kwarp.agent.v1.DnsConfigRequest\x1a!.kwarp.agent.v1.DnsConfigResponseB1Z/github.com/kwarp-dev/kwarp/agent/api/v1;agentv1b\x06proto3"
+	"\x06Config\x12 .kwarp.agent.v1.DnsConfigRequest\x1a!.kwarp.agent.v1.DnsConfigResponse2Z\n" +
+	"\bIncoming\x12N\n" +
+	"\tSubscribe\x12 .kwarp.agent.v1.SubscribeRequest\x1a\x1d.kwarp.agent.v1.IncomingEvent0\x01B1Z/github.com/kwarp-dev/kwarp/agent/api/v1;agentv1b\x06proto3"
 
 var (
 	file_agent_api_v1_agent_proto_rawDescOnce sync.Once
@@ -1989,82 +2405,95 @@ func file_agent_api_v1_agent_proto_rawDescGZIP() []byte {
 	return file_agent_api_v1_agent_proto_rawDescData
 }
 
-var file_agent_api_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_agent_api_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_agent_api_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_agent_api_v1_agent_proto_goTypes = []any{
-	(*OpenRequest)(nil),       // 0: kwarp.agent.v1.OpenRequest
-	(*OpenResponse)(nil),      // 1: kwarp.agent.v1.OpenResponse
-	(*Target)(nil),            // 2: kwarp.agent.v1.Target
-	(*Ping)(nil),              // 3: kwarp.agent.v1.Ping
-	(*Pong)(nil),              // 4: kwarp.agent.v1.Pong
-	(*GetEnvRequest)(nil),     // 5: kwarp.agent.v1.GetEnvRequest
-	(*GetEnvResponse)(nil),    // 6: kwarp.agent.v1.GetEnvResponse
-	(*EnvVar)(nil),            // 7: kwarp.agent.v1.EnvVar
-	(*FileInfo)(nil),          // 8: kwarp.agent.v1.FileInfo
-	(*StatRequest)(nil),       // 9: kwarp.agent.v1.StatRequest
-	(*StatResponse)(nil),      // 10: kwarp.agent.v1.StatResponse
-	(*ReadRequest)(nil),       // 11: kwarp.agent.v1.ReadRequest
-	(*ReadChunk)(nil),         // 12: kwarp.agent.v1.ReadChunk
-	(*ReadDirRequest)(nil),    // 13: kwarp.agent.v1.ReadDirRequest
-	(*DirEntry)(nil),          // 14: kwarp.agent.v1.DirEntry
-	(*ReadDirResponse)(nil),   // 15: kwarp.agent.v1.ReadDirResponse
-	(*ReadLinkRequest)(nil),   // 16: kwarp.agent.v1.ReadLinkRequest
-	(*ReadLinkResponse)(nil),  // 17: kwarp.agent.v1.ReadLinkResponse
-	(*AccessRequest)(nil),     // 18: kwarp.agent.v1.AccessRequest
-	(*AccessResponse)(nil),    // 19: kwarp.agent.v1.AccessResponse
-	(*WriteChunk)(nil),        // 20: kwarp.agent.v1.WriteChunk
-	(*WriteResponse)(nil),     // 21: kwarp.agent.v1.WriteResponse
-	(*MkdirRequest)(nil),      // 22: kwarp.agent.v1.MkdirRequest
-	(*UnlinkRequest)(nil),     // 23: kwarp.agent.v1.UnlinkRequest
-	(*RenameRequest)(nil),     // 24: kwarp.agent.v1.RenameRequest
-	(*ErrnoResponse)(nil),     // 25: kwarp.agent.v1.ErrnoResponse
-	(*ConnectRequest)(nil),    // 26: kwarp.agent.v1.ConnectRequest
-	(*ConnectResponse)(nil),   // 27: kwarp.agent.v1.ConnectResponse
-	(*DnsQuery)(nil),          // 28: kwarp.agent.v1.DnsQuery
-	(*DnsAnswer)(nil),         // 29: kwarp.agent.v1.DnsAnswer
-	(*DnsConfigRequest)(nil),  // 30: kwarp.agent.v1.DnsConfigRequest
-	(*DnsConfigResponse)(nil), // 31: kwarp.agent.v1.DnsConfigResponse
+	(SubscribeRequest_Mode)(0), // 0: kwarp.agent.v1.SubscribeRequest.Mode
+	(*OpenRequest)(nil),        // 1: kwarp.agent.v1.OpenRequest
+	(*OpenResponse)(nil),       // 2: kwarp.agent.v1.OpenResponse
+	(*Target)(nil),             // 3: kwarp.agent.v1.Target
+	(*Ping)(nil),               // 4: kwarp.agent.v1.Ping
+	(*Pong)(nil),               // 5: kwarp.agent.v1.Pong
+	(*GetEnvRequest)(nil),      // 6: kwarp.agent.v1.GetEnvRequest
+	(*GetEnvResponse)(nil),     // 7: kwarp.agent.v1.GetEnvResponse
+	(*EnvVar)(nil),             // 8: kwarp.agent.v1.EnvVar
+	(*FileInfo)(nil),           // 9: kwarp.agent.v1.FileInfo
+	(*StatRequest)(nil),        // 10: kwarp.agent.v1.StatRequest
+	(*StatResponse)(nil),       // 11: kwarp.agent.v1.StatResponse
+	(*ReadRequest)(nil),        // 12: kwarp.agent.v1.ReadRequest
+	(*ReadChunk)(nil),          // 13: kwarp.agent.v1.ReadChunk
+	(*ReadDirRequest)(nil),     // 14: kwarp.agent.v1.ReadDirRequest
+	(*DirEntry)(nil),           // 15: kwarp.agent.v1.DirEntry
+	(*ReadDirResponse)(nil),    // 16: kwarp.agent.v1.ReadDirResponse
+	(*ReadLinkRequest)(nil),    // 17: kwarp.agent.v1.ReadLinkRequest
+	(*ReadLinkResponse)(nil),   // 18: kwarp.agent.v1.ReadLinkResponse
+	(*AccessRequest)(nil),      // 19: kwarp.agent.v1.AccessRequest
+	(*AccessResponse)(nil),     // 20: kwarp.agent.v1.AccessResponse
+	(*WriteChunk)(nil),         // 21: kwarp.agent.v1.WriteChunk
+	(*WriteResponse)(nil),      // 22: kwarp.agent.v1.WriteResponse
+	(*MkdirRequest)(nil),       // 23: kwarp.agent.v1.MkdirRequest
+	(*UnlinkRequest)(nil),      // 24: kwarp.agent.v1.UnlinkRequest
+	(*RenameRequest)(nil),      // 25: kwarp.agent.v1.RenameRequest
+	(*ErrnoResponse)(nil),      // 26: kwarp.agent.v1.ErrnoResponse
+	(*ConnectRequest)(nil),     // 27: kwarp.agent.v1.ConnectRequest
+	(*ConnectResponse)(nil),    // 28: kwarp.agent.v1.ConnectResponse
+	(*DnsQuery)(nil),           // 29: kwarp.agent.v1.DnsQuery
+	(*DnsAnswer)(nil),          // 30: kwarp.agent.v1.DnsAnswer
+	(*DnsConfigRequest)(nil),   // 31: kwarp.agent.v1.DnsConfigRequest
+	(*DnsConfigResponse)(nil),  // 32: kwarp.agent.v1.DnsConfigResponse
+	(*SubscribeRequest)(nil),   // 33: kwarp.agent.v1.SubscribeRequest
+	(*IncomingEvent)(nil),      // 34: kwarp.agent.v1.IncomingEvent
+	(*Subscribed)(nil),         // 35: kwarp.agent.v1.Subscribed
+	(*IncomingConnection)(nil), // 36: kwarp.agent.v1.IncomingConnection
+	(*Refused)(nil),            // 37: kwarp.agent.v1.Refused
 }
 var file_agent_api_v1_agent_proto_depIdxs = []int32{
-	2,  // 0: kwarp.agent.v1.OpenResponse.target:type_name -> kwarp.agent.v1.Target
-	7,  // 1: kwarp.agent.v1.GetEnvResponse.vars:type_name -> kwarp.agent.v1.EnvVar
-	8,  // 2: kwarp.agent.v1.StatResponse.info:type_name -> kwarp.agent.v1.FileInfo
-	8,  // 3: kwarp.agent.v1.ReadChunk.info:type_name -> kwarp.agent.v1.FileInfo
-	14, // 4: kwarp.agent.v1.ReadDirResponse.entries:type_name -> kwarp.agent.v1.DirEntry
-	0,  // 5: kwarp.agent.v1.Session.Open:input_type -> kwarp.agent.v1.OpenRequest
-	3,  // 6: kwarp.agent.v1.Session.Hold:input_type -> kwarp.agent.v1.Ping
-	5,  // 7: kwarp.agent.v1.Env.Get:input_type -> kwarp.agent.v1.GetEnvRequest
-	9,  // 8: kwarp.agent.v1.Fs.Stat:input_type -> kwarp.agent.v1.StatRequest
-	11, // 9: kwarp.agent.v1.Fs.Read:input_type -> kwarp.agent.v1.ReadRequest
-	13, // 10: kwarp.agent.v1.Fs.ReadDir:input_type -> kwarp.agent.v1.ReadDirRequest
-	16, // 11: kwarp.agent.v1.Fs.ReadLink:input_type -> kwarp.agent.v1.ReadLinkRequest
-	18, // 12: kwarp.agent.v1.Fs.Access:input_type -> kwarp.agent.v1.AccessRequest
-	20, // 13: kwarp.agent.v1.Fs.Write:input_type -> kwarp.agent.v1.WriteChunk
-	22, // 14: kwarp.agent.v1.Fs.Mkdir:input_type -> kwarp.agent.v1.MkdirRequest
-	23, // 15: kwarp.agent.v1.Fs.Unlink:input_type -> kwarp.agent.v1.UnlinkRequest
-	24, // 16: kwarp.agent.v1.Fs.Rename:input_type -> kwarp.agent.v1.RenameRequest
-	26, // 17: kwarp.agent.v1.Outgoing.Connect:input_type -> kwarp.agent.v1.ConnectRequest
-	28, // 18: kwarp.agent.v1.Dns.Query:input_type -> kwarp.agent.v1.DnsQuery
-	30, // 19: kwarp.agent.v1.Dns.Config:input_type -> kwarp.agent.v1.DnsConfigRequest
-	1,  // 20: kwarp.agent.v1.Session.Open:output_type -> kwarp.agent.v1.OpenResponse
-	4,  // 21: kwarp.agent.v1.Session.Hold:output_type -> kwarp.agent.v1.Pong
-	6,  // 22: kwarp.agent.v1.Env.Get:output_type -> kwarp.agent.v1.GetEnvResponse
-	10, // 23: kwarp.agent.v1.Fs.Stat:output_type -> kwarp.agent.v1.StatResponse
-	12, // 24: kwarp.agent.v1.Fs.Read:output_type -> kwarp.agent.v1.ReadChunk
-	15, // 25: kwarp.agent.v1.Fs.ReadDir:output_type -> kwarp.agent.v1.ReadDirResponse
-	17, // 26: kwarp.agent.v1.Fs.ReadLink:output_type -> kwarp.agent.v1.ReadLinkResponse
-	19, // 27: kwarp.agent.v1.Fs.Access:output_type -> kwarp.agent.v1.AccessResponse
-	21, // 28: kwarp.agent.v1.Fs.Write:output_type -> kwarp.agent.v1.WriteResponse
-	25, // 29: kwarp.agent.v1.Fs.Mkdir:output_type -> kwarp.agent.v1.ErrnoResponse
-	25, // 30: kwarp.agent.v1.Fs.Unlink:output_type -> kwarp.agent.v1.ErrnoResponse
-	25, // 31: kwarp.agent.v1.Fs.Rename:output_type -> kwarp.agent.v1.ErrnoResponse
-	27, // 32: kwarp.agent.v1.Outgoing.Connect:output_type -> kwarp.agent.v1.ConnectResponse
-	29, // 33: kwarp.agent.v1.Dns.Query:output_type -> kwarp.agent.v1.DnsAnswer
-	31, // 34: kwarp.agent.v1.Dns.Config:output_type -> kwarp.agent.v1.DnsConfigResponse
-	20, // [20:35] is the sub-list for method output_type
-	5,  // [5:20] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	3,  // 0: kwarp.agent.v1.OpenResponse.target:type_name -> kwarp.agent.v1.Target
+	8,  // 1: kwarp.agent.v1.GetEnvResponse.vars:type_name -> kwarp.agent.v1.EnvVar
+	9,  // 2: kwarp.agent.v1.StatResponse.info:type_name -> kwarp.agent.v1.FileInfo
+	9,  // 3: kwarp.agent.v1.ReadChunk.info:type_name -> kwarp.agent.v1.FileInfo
+	15, // 4: kwarp.agent.v1.ReadDirResponse.entries:type_name -> kwarp.agent.v1.DirEntry
+	0,  // 5: kwarp.agent.v1.SubscribeRequest.mode:type_name -> kwarp.agent.v1.SubscribeRequest.Mode
+	35, // 6: kwarp.agent.v1.IncomingEvent.subscribed:type_name -> kwarp.agent.v1.Subscribed
+	36, // 7: kwarp.agent.v1.IncomingEvent.connection:type_name -> kwarp.agent.v1.IncomingConnection
+	37, // 8: kwarp.agent.v1.IncomingEvent.refused:type_name -> kwarp.agent.v1.Refused
+	1,  // 9: kwarp.agent.v1.Session.Open:input_type -> kwarp.agent.v1.OpenRequest
+	4,  // 10: kwarp.agent.v1.Session.Hold:input_type -> kwarp.agent.v1.Ping
+	6,  // 11: kwarp.agent.v1.Env.Get:input_type -> kwarp.agent.v1.GetEnvRequest
+	10, // 12: kwarp.agent.v1.Fs.Stat:input_type -> kwarp.agent.v1.StatRequest
+	12, // 13: kwarp.agent.v1.Fs.Read:input_type -> kwarp.agent.v1.ReadRequest
+	14, // 14: kwarp.agent.v1.Fs.ReadDir:input_type -> kwarp.agent.v1.ReadDirRequest
+	17, // 15: kwarp.agent.v1.Fs.ReadLink:input_type -> kwarp.agent.v1.ReadLinkRequest
+	19, // 16: kwarp.agent.v1.Fs.Access:input_type -> kwarp.agent.v1.AccessRequest
+	21, // 17: kwarp.agent.v1.Fs.Write:input_type -> kwarp.agent.v1.WriteChunk
+	23, // 18: kwarp.agent.v1.Fs.Mkdir:input_type -> kwarp.agent.v1.MkdirRequest
+	24, // 19: kwarp.agent.v1.Fs.Unlink:input_type -> kwarp.agent.v1.UnlinkRequest
+	25, // 20: kwarp.agent.v1.Fs.Rename:input_type -> kwarp.agent.v1.RenameRequest
+	27, // 21: kwarp.agent.v1.Outgoing.Connect:input_type -> kwarp.agent.v1.ConnectRequest
+	29, // 22: kwarp.agent.v1.Dns.Query:input_type -> kwarp.agent.v1.DnsQuery
+	31, // 23: kwarp.agent.v1.Dns.Config:input_type -> kwarp.agent.v1.DnsConfigRequest
+	33, // 24: kwarp.agent.v1.Incoming.Subscribe:input_type -> kwarp.agent.v1.SubscribeRequest
+	2,  // 25: kwarp.agent.v1.Session.Open:output_type -> kwarp.agent.v1.OpenResponse
+	5,  // 26: kwarp.agent.v1.Session.Hold:output_type -> kwarp.agent.v1.Pong
+	7,  // 27: kwarp.agent.v1.Env.Get:output_type -> kwarp.agent.v1.GetEnvResponse
+	11, // 28: kwarp.agent.v1.Fs.Stat:output_type -> kwarp.agent.v1.StatResponse
+	13, // 29: kwarp.agent.v1.Fs.Read:output_type -> kwarp.agent.v1.ReadChunk
+	16, // 30: kwarp.agent.v1.Fs.ReadDir:output_type -> kwarp.agent.v1.ReadDirResponse
+	18, // 31: kwarp.agent.v1.Fs.ReadLink:output_type -> kwarp.agent.v1.ReadLinkResponse
+	20, // 32: kwarp.agent.v1.Fs.Access:output_type -> kwarp.agent.v1.AccessResponse
+	22, // 33: kwarp.agent.v1.Fs.Write:output_type -> kwarp.agent.v1.WriteResponse
+	26, // 34: kwarp.agent.v1.Fs.Mkdir:output_type -> kwarp.agent.v1.ErrnoResponse
+	26, // 35: kwarp.agent.v1.Fs.Unlink:output_type -> kwarp.agent.v1.ErrnoResponse
+	26, // 36: kwarp.agent.v1.Fs.Rename:output_type -> kwarp.agent.v1.ErrnoResponse
+	28, // 37: kwarp.agent.v1.Outgoing.Connect:output_type -> kwarp.agent.v1.ConnectResponse
+	30, // 38: kwarp.agent.v1.Dns.Query:output_type -> kwarp.agent.v1.DnsAnswer
+	32, // 39: kwarp.agent.v1.Dns.Config:output_type -> kwarp.agent.v1.DnsConfigResponse
+	34, // 40: kwarp.agent.v1.Incoming.Subscribe:output_type -> kwarp.agent.v1.IncomingEvent
+	25, // [25:41] is the sub-list for method output_type
+	9,  // [9:25] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_agent_api_v1_agent_proto_init() }
@@ -2072,18 +2501,24 @@ func file_agent_api_v1_agent_proto_init() {
 	if File_agent_api_v1_agent_proto != nil {
 		return
 	}
+	file_agent_api_v1_agent_proto_msgTypes[33].OneofWrappers = []any{
+		(*IncomingEvent_Subscribed)(nil),
+		(*IncomingEvent_Connection)(nil),
+		(*IncomingEvent_Refused)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_api_v1_agent_proto_rawDesc), len(file_agent_api_v1_agent_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   32,
+			NumEnums:      1,
+			NumMessages:   37,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_agent_api_v1_agent_proto_goTypes,
 		DependencyIndexes: file_agent_api_v1_agent_proto_depIdxs,
+		EnumInfos:         file_agent_api_v1_agent_proto_enumTypes,
 		MessageInfos:      file_agent_api_v1_agent_proto_msgTypes,
 	}.Build()
 	File_agent_api_v1_agent_proto = out.File

@@ -184,6 +184,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 		}
 	}
 
+	log.Debug().Msg("plugins configured")
 	env, imported, err := computeEnv(ctx, plugins["env"].Plugin)
 	if err != nil {
 		return 0, clusterErr("%w", err)
@@ -360,6 +361,7 @@ func attach(ctx context.Context, o Options, clients *kube.Clients, sessionID str
 			return nil, clusterErr("%w", err)
 		}
 		say("%s", resolved.Note)
+		log.Debug().Str("pod", resolved.Pod).Msg("target resolved")
 	} else {
 		say("targetless session: the environment and remote files are empty by design")
 	}
@@ -382,6 +384,7 @@ func attach(ctx context.Context, o Options, clients *kube.Clients, sessionID str
 		agent.Close()
 		return nil, clusterErr("%w", err)
 	}
+	log.Debug().Msg("session open")
 	return &attachment{resolved: resolved, agent: agent, conn: conn, hold: hold}, nil
 }
 

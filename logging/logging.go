@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -47,12 +46,18 @@ func Resolve(flag string) (zerolog.Level, error) {
 	return l, nil
 }
 
+// timeFormat has milliseconds: a session's start is a sequence of steps of a few
+// milliseconds each, which whole seconds would not tell apart.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
+func init() { zerolog.TimeFieldFormat = timeFormat }
+
 // New returns a logger writing to w. A terminal gets the console format; anything else
 // (a file, a pipe to a log collector) gets JSON lines.
 func New(w io.Writer, level zerolog.Level, component string) zerolog.Logger {
 	out := w
 	if f, ok := w.(*os.File); ok && isTerminal(f) {
-		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
 	}
 	return zerolog.New(out).Level(level).With().Timestamp().Str("component", component).Logger()
 }

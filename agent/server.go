@@ -11,6 +11,8 @@
 //	agent/netns          sockets made in the target's network namespace (for the two below)
 //	agent/outgoing       Outgoing: connections from the pod, their bytes on tunnels
 //	agent/dnsserver      Dns: DNS queries from the pod, its resolv.conf and hosts
+//	agent/netfilter      redirects of the pod's incoming ports to the agent (for steal), and
+//	                     their cleanup however the agent ends
 //
 // plus the standard gRPC health service, which the CLI uses to know the agent is up.
 //
@@ -82,6 +84,7 @@ type Server struct {
 	tracker  *target.Tracker // nil: targetless
 	netns    *netns.Dialer
 	outgoing *outgoing.Server
+	nf       *netfilterState // set by Serve
 	opts     Options
 	log      zerolog.Logger
 }
@@ -177,7 +180,9 @@ func (s *Server) Target() *agentv1.Target {
 // connection goes to the outgoing tunnels when they are tunnel.Magic, to gRPC otherwise, with
 // the four bytes given back.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	s.nf = s.startNetfilter(ctx)
 	defer func() {
+		s.nf.close(s)
 		s.outgoing.Close()
 		s.netns.Close()
 		if s.tracker != nil {
@@ -199,6 +204,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	case <-s.lease.Done():
 		s.log.Info().Str("reason", s.lease.Reason()).Msg("agent stopping: lease expired")
 	}
+	// The pod's ports first: the kubelet kills what is left of the agent (and its guard) when
+	// the pod's short grace period ends, however long the calls take to finish.
+	s.nf.close(s)
 	s.stop()
 	<-errc
 	return nil

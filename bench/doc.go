@@ -3,7 +3,7 @@
 // test cluster, which its TestMain starts or reuses through test/testenv; without root it prints
 // why and runs nothing.
 //
-//	go test -run '^$' -bench . ./bench/...                 # everything, about a minute
+//	go test -run '^$' -bench . ./bench/...                 # everything, about three minutes
 //	go test -run '^$' -bench 'KwarpExec/peak-rss' ./bench/ # one figure (the setup still runs)
 //
 // # What runs
@@ -15,11 +15,26 @@
 // else of the cluster, as a developer's machine would; so do kubectl and the native runs.
 // kwarp's side uses the default policy (fs mode read) and the agent in Job mode.
 //
+// BenchmarkOutgoing makes a namespace of its own the same way and adds test/workloads'
+// "echo" (TCP banner and echo on 7000) and "sample" (httpecho on pod port 8080, Service port
+// 80) next to the bench Deployment, which is kwarp's target. The client is testdata/netbench, a
+// static Go program that times its work itself (so neither a session start nor a process start
+// is in any figure). It reaches the servers three ways, whose samples alternate (the first of
+// each round rotating): under `kwarp exec`, by Service name (echo:7000, http://sample); on the
+// laptop through `kwarp port-forward -t deploy/bench -L 0:echo:7000 -L 0:sample:80`; and on
+// the laptop through `kubectl port-forward` to the echo and sample pods' own ports (7000,
+// 8080), the baseline: kubectl reaches only a pod's own ports, so it skips the Service (and
+// kube-proxy's DNAT), and its connections need no name resolved. Both port-forwards run on the
+// laptop for the whole benchmark and are interrupted (killed if they linger) when it ends.
+//
 // # How to read a line
 //
 // ns/kwarp-op (or MiB/kwarp) is kwarp's side and ns/<baseline>-op the baseline's, both absolute.
 // x-vs-<baseline> is kwarp divided by the baseline: below 1 kwarp is faster (or smaller), above
-// 1 it is slower. The built-in ns/op is suppressed: it would time the setup and both sides
+// 1 it is slower. BenchmarkOutgoing names kwarp's two sides exec and kwarp-pf, and the kubectl
+// port-forward baseline kubectl-pf (x-exec-vs-kubectl-pf, x-kwarp-pf-vs-kubectl-pf); for its
+// rates (MB/s-…, req/s-…) the ratio is still kwarp divided by the baseline, so there above 1
+// is better. The built-in ns/op is suppressed: it would time the setup and both sides
 // together. B/op and allocs/op (from -benchmem) count the benchmark process's own allocations and
 // say nothing about kwarp. Each value is the median of its samples; every sub-benchmark takes
 // more than a second, so b.N is 1 and there is one round of samples unless -benchtime=Nx asks for
@@ -69,4 +84,40 @@
 // process's VmHWM over its life so far (it served the figures before this one when the whole
 // benchmark runs), read from the node's /proc: the agent runs with hostPID on this node and its
 // image has nothing kubectl exec could run. Goal ≤ 30 MiB.
+//
+// # The figures of BenchmarkOutgoing
+//
+// tcp-bulk: one connection to the echo server; after its banner, netbench writes 64 MiB in
+// 64 KiB writes while it reads them back, and times the first write to the last byte read.
+// Every byte crosses the path both ways at once: MB/s-… (10^6 bytes a second) is the payload
+// rate of a full-duplex stream, not the sum of the directions. 5 samples of each side. Goal
+// x-…-vs-kubectl-pf ≥ 1.0 for both kwarp sides.
+//
+// http: 3000 GETs of httpecho's /healthz (a 2-byte answer, not logged by the server, so the
+// figure is the transport's) over 8 keep-alive connections, 8 requests in flight; one untimed
+// request on each connection first. req/s-… is requests over the wall time of the 3000,
+// ns/p50-… and ns/p99-… are percentiles of the requests' latencies. 3 samples of each side.
+// Goals: x-…-vs-kubectl-pf (req/s) ≥ 1.0, and x-p99-…-vs-kubectl-pf ≤ 1.0 (p99 no worse).
+// On this machine the 8 connections keep both cores busy, so the rate is bound by the CPU
+// time each hop of the path costs a request.
+//
+// dns: 200 lookups of the echo Service's short name (A and AAAA, the search list applied: one
+// answered query of each type per lookup), each timed, after an untimed one: by netbench
+// (Go's resolver) under `kwarp exec`, and by testdata/dnsbench.c (glibc's getaddrinfo, when
+// gcc is installed) under `kwarp exec`, vs `kubectl exec POD -c app -- /probe dnsbench echo
+// 200` in the bench pod, which times the same Go lookups inside the pod (kubectl exec is not in
+// the figure). ns/exec-lookup is the mean, ns/exec-lookup-p99 the 99th percentile (of each
+// sample, then the median of the samples); the glibc side is divided by the same Go baseline,
+// as the pod's image has no C library. 3 samples of each. There is no goal: the pod's lookup
+// goes straight to CoreDNS in the cluster, kwarp's crosses the API server's port-forward, so the
+// ratio is mostly the API server's round trip.
+//
+// short-conns: 1000 sequential connections to the echo server, each connect, read the banner
+// line, close. Under kwarp exec netbench resolves echo once, untimed, and connects to the
+// address; kwarp port-forward's agent resolves echo for every connection, since its -L names
+// it (as a user's would; under 1 ms of each connection here). They are
+// made in 5 runs of 200 per side, timed inside netbench after one untimed connection, the
+// sides alternating between runs; ns/…-1000 is 5 × the median run (the time 1000 take at the
+// median pace), so a burst of load elsewhere on the machine does not land on one side's whole
+// figure. There is no goal; parity with kubectl port-forward (≤ 1.0) is what to aim for.
 package bench

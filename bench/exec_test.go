@@ -94,7 +94,7 @@ func (f *fixture) warmStart(b *testing.B) {
 // static Go program under kwarp (testdata/readloop, so the session start is not in the figure),
 // vs one raw gRPC round trip to the same agent (Fs.Stat) and vs `kubectl exec cat`.
 func (f *fixture) remoteRead(b *testing.B) {
-	readloop := buildReadloop(b)
+	readloop := buildStatic(b, "readloop")
 	agent := f.dialAgent(b) // also keeps the agent alive between samples
 	defer agent.Close()
 	var kw, grpc, grpc2, kubectl []float64
@@ -125,19 +125,6 @@ func (f *fixture) remoteRead(b *testing.B) {
 	// not a goal: the floor of today's design, two round trips per open (the plugin's Stat,
 	// then the core's Read)
 	figure{"ns/kwarp-op", "ns/grpc-stat+read-op", "x-vs-grpc-stat+read", "", nil}.report(b, k, median(grpc2))
-}
-
-// buildReadloop builds testdata/readloop statically into a temporary directory (under /tmp,
-// which kwarp serves locally) and returns its path.
-func buildReadloop(b *testing.B) string {
-	b.Helper()
-	out := filepath.Join(b.TempDir(), "readloop")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./testdata/readloop")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if o, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("build readloop: %v\n%s", err, o)
-	}
-	return out
 }
 
 // localWork runs argv natively and under kwarp exec (warm agent), both from the laptop in dir,

@@ -4,8 +4,8 @@
 // the context. The supervisor answers trapped calls with CONTINUE for local work and ADDFD for
 // remote content. Tier P, later: an LD_PRELOAD shim deciding in-process from the same rule tables.
 //
-// Handler (files) and NetHandler (sockets) are the boundary to the core: the layer traps and
-// answers, the core decides. Probe tells whether this kernel can run tier S at all.
+// Handler (files), NetHandler (outgoing sockets) and IncomingHandler (listeners, accepted
+// connections) are the boundary to the core: the layer traps and answers, the core decides. Probe tells whether this kernel can run tier S at all.
 //
 // Packages, one job each:
 //
@@ -17,13 +17,15 @@
 // How kwarp exec puts them together (the CLI wires this; see the supervisor tests):
 //
 //	f := layer.Probe()                    // exit 3 with f.Check() when it fails
-//	filter, _ := seccomp.NewFilter(seccomp.FileSyscalls, seccomp.NetRules...) // NetRules with a NetHandler only
+//	rules := slices.Concat(seccomp.NetRules, seccomp.IncomingRules) // each with its handler only
+//	filter, _ := seccomp.NewFilter(seccomp.FileSyscalls, rules...)
 //	cmd := exec.Command(self, "__launch", "--", argv...)   // calls launcher.Run in the child
 //	h, _ := launcher.Prepare(cmd)
 //	cmd.Start()
 //	lis, err := h.Listener(ctx, filter, f.WaitKillableRecv) // ErrLauncherExited: take cmd's status
 //	sup := supervisor.New(lis, handler, log)
 //	sup.Net = netHandler                  // outgoing traffic through the pod, when on
+//	sup.Incoming = incomingHandler        // the pod's incoming traffic to the process, when on
 //	go sup.Serve(ctx)
 //	h.Release()                           // the command execs now
 //	cmd.Wait()                            // then Serve returns: the tree is gone

@@ -48,7 +48,8 @@ type Flow struct {
 // EINPROGRESS and EAGAIN when the process's socket is non-blocking.
 //
 // Calls on sockets that are not AF_INET or AF_INET6, or not TCP or UDP (SCTP, UDP-Lite, ICMP
-// "ping" sockets), never reach the handler, nor do IPv6 destinations with a scope id
+// "ping" sockets), never reach the handler (MPTCP counts as TCP: it is TCP to a peer that does
+// not speak it, and Go makes its listeners MPTCP by default), nor do IPv6 destinations with a scope id
 // (link-local addresses name one of this machine's interfaces). Addresses the layer passes
 // are never IPv4-mapped: a dual-stack AF_INET6 socket's ::ffff:a.b.c.d is passed as
 // a.b.c.d, so the socket's family may differ from dst's (connect such a socket to the
@@ -100,4 +101,100 @@ type NetHandler interface {
 	// datagram yet; Relayed is what tells the sockets Connect connected to a relay. It runs
 	// for every trapped receive that asks for the source: it must be fast and must not block.
 	Relayed(local netip.AddrPort) bool
+}
+
+// IncomingHandler is told of the process's TCP listeners, so that the core can take the same
+// ports' traffic in the pod (steal or mirror), and names the clients of the connections the
+// core delivers. A session without incoming traffic passes none and the layer traps nothing
+// for it (seccomp.IncomingRules is the filter's part).
+//
+// # Delivering a connection
+//
+// The core delivers a pod connection by connecting to the process's listener from this
+// machine (Listener.Dial says where); the process accepts it as any other, and its kernel peer
+// is the core's socket (127.0.0.1:ephemeral). The layer serves accept and accept4 itself when
+// the process asks for the peer's address (on a duplicate of the listener, with the caller's
+// flags; the new socket is installed in the process with ADDFD) and answers with the pod
+// client's address instead, as Delivered names it; getpeername and getsockname on the
+// accepted socket ask Delivered too. A program that accepts without asking for the address
+// (node: accept4(fd, NULL, NULL, …)) is not trapped and learns it from getpeername.
+//
+// For Delivered to know a connection by the time the process accepts it, the core binds its
+// delivering socket first (127.0.0.1:0, or ::1 for an IPv6-only listener), records the
+// mapping under that local address, and only then connects: the handshake completes in the
+// kernel, and the process may accept before the core's connect has returned. It forgets the
+// mapping when its socket closes.
+//
+// A connection taken from the listener that the process then cannot get is reset (SO_LINGER
+// 0): its accept failed after the connection was taken (a full fd table: EMFILE; an address
+// buffer it cannot write: EFAULT, which the kernel's own accept also answers by dropping the
+// connection), or the caller went away (killed, or, without WAIT_KILLABLE_RECV, interrupted)
+// between the last check and the hand-over. The core sees its delivering socket reset and
+// resets the pod client. The kernel's accept leaves a connection queued on EMFILE; the layer
+// cannot tell beforehand that the fd table is full.
+//
+// # The listener's end
+//
+// close is not trapped, and the layer keeps no duplicate of a listener once a call is served
+// (that would keep the port listening after the process closed it). The core learns that a
+// listener is gone in two ways: a delivery's connect fails with ECONNREFUSED (nobody
+// listens on the port any more: unsubscribe, and refuse or reset the pod client), and, to
+// unsubscribe without waiting for a connection, ListeningSockets every few seconds no longer
+// lists its Inode. When the whole process tree has exited the session ends anyway.
+//
+// Methods may be called from many goroutines at once.
+type IncomingHandler interface {
+	// Listening says a TCP (or MPTCP) socket of the process now listens: its listen
+	// succeeded (the process has its answer already). It is called once per socket, not for
+	// a listen that only changes the backlog of a socket already listening (two threads
+	// racing to listen on one socket may report it twice, with the same Inode); several
+	// sockets may listen on one port (SO_REUSEPORT; an IPv4 and an IPv6 socket), each is
+	// reported. A listener on a port the process did not choose (port 0, or no bind) is
+	// reported with the kernel's port: the core decides which ports it subscribes to. ctx
+	// ends when the supervisor stops. Listening may take a moment (it runs on a goroutine
+	// of its own, holding up no other call), but subscribing in the pod belongs in the
+	// background.
+	Listening(ctx context.Context, l Listener)
+
+	// Delivered names the connection of the process's socket whose kernel addresses are local
+	// (the listener's side) and peer (the core's delivering socket), when the core delivered
+	// it: f.Remote is the pod client's address (what accept and getpeername answer) and
+	// f.PodLocal the address the client reached in the pod (what getsockname answers;
+	// invalid: the local socket's address is left). ok is false for a connection the core did
+	// not deliver (a local client): the kernel's addresses are left alone. It runs for every
+	// accept served and every getpeername and getsockname that Lookup did not answer: it must
+	// be fast and must not block.
+	Delivered(local, peer netip.AddrPort) (f Flow, ok bool)
+}
+
+// Listener is a TCP socket of the process that listens.
+type Listener struct {
+	// Local is the address it listens on, as getsockname says after listen: the wildcard
+	// (0.0.0.0, ::) or one address, and the port. Never IPv4-mapped (an AF_INET6 socket
+	// bound to ::ffff:127.0.0.1 is reported as 127.0.0.1).
+	Local netip.AddrPort
+	// V6Only: an IPv6 socket that takes no IPv4 connections (IPV6_V6ONLY), which matters for
+	// the wildcard: [::] then takes only IPv6.
+	V6Only bool
+	// Inode is the socket's inode number (fstat's st_ino; ino: in ss -e): unique among open
+	// sockets, and not reused as fd numbers and ports are (the counter wraps after 2^32
+	// sockets). ListeningSockets lists it while the socket listens.
+	Inode uint64
+	// Pid is the process (TGID) that called listen; the socket may be shared with others.
+	Pid int
+}
+
+// Dial is the address the core connects to for a delivery: Local, with a wildcard replaced by
+// the loopback address of its family (127.0.0.1 for 0.0.0.0 and for a dual-stack [::], ::1
+// for an IPv6-only [::]).
+func (l Listener) Dial() netip.AddrPort {
+	a := l.Local.Addr()
+	if a.IsUnspecified() {
+		if a.Is6() && l.V6Only {
+			a = netip.IPv6Loopback()
+		} else {
+			a = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+		}
+	}
+	return netip.AddrPortFrom(a, l.Local.Port())
 }

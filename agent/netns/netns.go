@@ -34,6 +34,13 @@
 //
 // A targetless Dialer (nil Locator) creates its sockets in the agent's own namespace, on any
 // thread: no thread of the agent is ever in another namespace except the locked workers.
+//
+// Run lends the worker's thread for other work that must happen in the target's namespace:
+// a netlink socket (sockets, again), or a program to execute there (agent/netfilter runs
+// iptables that way). A process forked from a thread starts in that thread's namespaces: the
+// kernel copies the forking task's namespace set, and a task is a thread, not the process. Go's
+// os/exec forks on the calling goroutine's thread (clone(2) with CLONE_VFORK runs on the
+// current M), and a goroutine locked to the worker's thread can only be on that thread.
 package netns
 
 import (
@@ -214,6 +221,38 @@ func connect(ctx context.Context, f *os.File, sa unix.Sockaddr, timeout time.Dur
 	return cerr
 }
 
+// Run calls fn on the worker's OS thread, inside the target's network namespace, and returns
+// its error. Sockets fn creates belong to the namespace for good; processes it starts (os/exec
+// forks on the calling thread) run in it; threads it would start do not (the runtime starts
+// them from its template thread), so fn must not hand namespace work to other goroutines.
+//
+// fn holds the worker: sockets the Dialer makes meanwhile wait for it. A caller with slow or
+// frequent work should use a Dialer of its own (one thread each). fn must leave the thread as
+// it found it: no setns, unshare or credential change.
+//
+// A targetless Dialer runs fn on a locked thread of the agent's own namespace.
+func (d *Dialer) Run(fn func() error) error {
+	if d.loc == nil {
+		errc := make(chan error, 1)
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			errc <- fn()
+		}()
+		return <-errc
+	}
+	for range 3 {
+		w, err := d.worker()
+		if err != nil {
+			return err
+		}
+		if ok, err := w.call(fn); ok {
+			return err
+		}
+	}
+	return &Error{errors.New("the target's namespace keeps changing")}
+}
+
 // socket creates a non-blocking socket in the target's namespace.
 func (d *Dialer) socket(domain, typ int) (int, error) {
 	typ |= unix.SOCK_NONBLOCK | unix.SOCK_CLOEXEC
@@ -304,6 +343,7 @@ type worker struct {
 	id     nsID
 	tid    int // the thread's id, for tests
 	reqs   chan sockReq
+	calls  chan callReq
 	quit   chan struct{}
 	exited chan struct{}
 	once   sync.Once
@@ -319,12 +359,17 @@ type sockReply struct {
 	err error
 }
 
+type callReq struct {
+	fn    func() error
+	reply chan<- error
+}
+
 // errMainThread: the worker's goroutine landed on the process's main thread.
 var errMainThread = errors.New("on the main thread")
 
 func startWorker(nsfd int, id nsID) (*worker, error) {
 	for {
-		w := &worker{id: id, reqs: make(chan sockReq), quit: make(chan struct{}), exited: make(chan struct{})}
+		w := &worker{id: id, reqs: make(chan sockReq), calls: make(chan callReq), quit: make(chan struct{}), exited: make(chan struct{})}
 		started := make(chan error, 1)
 		go w.run(nsfd, started)
 		err := <-started
@@ -357,6 +402,8 @@ func (w *worker) run(nsfd int, started chan<- error) {
 		case r := <-w.reqs:
 			fd, err := unix.Socket(r.domain, r.typ, 0)
 			r.reply <- sockReply{fd, err}
+		case c := <-w.calls:
+			c.reply <- c.fn()
 		case <-w.quit:
 			return
 		}
@@ -372,6 +419,17 @@ func (w *worker) socket(domain, typ int) (r sockReply, ok bool) {
 		return sockReply{}, false
 	}
 	return <-reply, true
+}
+
+// call runs fn on the worker's thread; ok is false when the worker has stopped.
+func (w *worker) call(fn func() error) (ok bool, err error) {
+	reply := make(chan error, 1)
+	select {
+	case w.calls <- callReq{fn, reply}:
+	case <-w.exited:
+		return false, nil
+	}
+	return true, <-reply
 }
 
 func (w *worker) stop() { w.once.Do(func() { close(w.quit) }) }

@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -357,5 +359,55 @@ func TestTargetless(t *testing.T) {
 	_, err = d.DialTCP(ctxT(t), netip.MustParseAddrPort("[fe80::1%eth0]:80"), time.Second)
 	if !errors.Is(err, unix.EINVAL) {
 		t.Errorf("dial with a named zone: %v, want EINVAL", err)
+	}
+}
+
+// Run executes on the worker's thread: a program it starts lands in the target's namespace
+// (the fork copies the forking thread's namespaces), while the test process stays home.
+func TestRunStartsProcessesInTheTargetNamespace(t *testing.T) {
+	pid := netnstest.Start(t)
+	podNS, err := netnstest.Netns(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostNS, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := New(&locator{pid: pid})
+	t.Cleanup(d.Close)
+	var out []byte
+	var tid int
+	err = d.Run(func() (err error) {
+		tid = unix.Gettid()
+		out, err = exec.Command("readlink", "/proc/self/ns/net").Output()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(out)); got != podNS {
+		t.Errorf("a child started in Run is in %q, want the pod's %q", got, podNS)
+	}
+	d.mu.Lock()
+	wtid := d.w.tid
+	d.mu.Unlock()
+	if tid != wtid {
+		t.Errorf("Run ran on thread %d, the worker is %d", tid, wtid)
+	}
+	checkThreads(t, hostNS, wtid)
+
+	sentinel := errors.New("from fn")
+	if err := d.Run(func() error { return sentinel }); err != sentinel {
+		t.Errorf("Run returned %v, want fn's error", err)
+	}
+
+	// Targetless: the agent's own namespace.
+	err = New(nil).Run(func() (err error) {
+		out, err = exec.Command("readlink", "/proc/self/ns/net").Output()
+		return err
+	})
+	if err != nil || strings.TrimSpace(string(out)) != hostNS {
+		t.Errorf("targetless Run: child in %q (%v), want %q", out, err, hostNS)
 	}
 }

@@ -1,5 +1,5 @@
 // Command kwarp-agent is the agent a kwarp session runs in the cluster. It is built statically
-// (CGO_ENABLED=0) so its image holds this one file and nothing else.
+// (CGO_ENABLED=0), so it needs nothing else in its image.
 //
 // It finds the target container's main process (by --container-id with hostPID in a Job on the
 // target's node, or --ephemeral as an ephemeral container in the target pod; neither: a
@@ -15,6 +15,13 @@
 //	{"msg":"agent ready","level":"info","time":"…","component":"agent","version":"…","pid":1,"port":7700,"target_pid":4242}
 //
 // pid is the agent's own, target_pid the target's in the agent's PID namespace (0: targetless).
+//
+// Run with netfilter.GuardArg as its first argument, the binary is the guard of an agent's
+// netfilter rules instead (agent/netfilter starts it so, the first time it adds a rule): it
+// waits for the agent to end and removes whatever rules the agent left.
+//
+// The image also holds Debian's iptables (xtables-legacy-multi, xtables-nft-multi, their
+// extensions and shared libraries) for agent/netfilter; the agent itself stays static.
 package main
 
 import (
@@ -30,6 +37,7 @@ import (
 	"time"
 
 	"github.com/kwarp-dev/kwarp/agent"
+	"github.com/kwarp-dev/kwarp/agent/netfilter"
 	"github.com/kwarp-dev/kwarp/logging"
 	"github.com/kwarp-dev/kwarp/version"
 	"github.com/rs/zerolog"
@@ -75,6 +83,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 }
 
 func run(args []string, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == netfilter.GuardArg {
+		return netfilter.RunGuard(args[1:], stderr)
+	}
 	c, err := parseFlags(args, stderr)
 	if err != nil {
 		if err != flag.ErrHelp {

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kwarp-dev/kwarp/agent/netfilter"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -86,5 +88,16 @@ func TestRunUsage(t *testing.T) {
 	}
 	if code := run([]string{"--log-level", "loud"}, io.Discard); code != 2 {
 		t.Errorf("bad log level: exit %d, want 2", code)
+	}
+}
+
+// The hidden guard mode is reached before the agent's flags are parsed.
+func TestRunGuardMode(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run([]string{netfilter.GuardArg, "-agent-id=not:an:id", "-agent-pid=1"}, &stderr); code != 2 {
+		t.Errorf("guard with a bad id: exit %d, want 2; stderr:\n%s", code, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), netfilter.GuardArg) {
+		t.Errorf("the guard's complaint does not name it:\n%s", stderr.String())
 	}
 }

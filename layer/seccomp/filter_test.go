@@ -116,6 +116,57 @@ func TestConditionalRules(t *testing.T) {
 	}
 }
 
+// TestIncomingRules: accept and accept4 trap only with an address buffer (args[1]); listen,
+// getpeername and getsockname always; combined with NetRules the shared calls trap always.
+func TestIncomingRules(t *testing.T) {
+	const (
+		notify = unix.SECCOMP_RET_USER_NOTIF
+		allow  = unix.SECCOMP_RET_ALLOW
+	)
+	tests := []struct {
+		name string
+		call string
+		args []uint64
+		want uint32
+	}{
+		{"listen", "listen", []uint64{3, 128}, notify},
+		{"accept without addr", "accept", []uint64{3, 0, 0}, allow},
+		{"accept with addr", "accept", []uint64{3, 0x7ffe1234, 0x7ffe1300}, notify},
+		{"accept with addr in the high half", "accept", []uint64{3, 0x7ffe << 32, 0x7ffe1300}, notify},
+		{"accept4 without addr", "accept4", []uint64{3, 0, 0, unix.SOCK_CLOEXEC | unix.SOCK_NONBLOCK}, allow},
+		{"accept4 with addr", "accept4", []uint64{3, 0x7ffe1234, 0x7ffe1300, unix.SOCK_CLOEXEC}, notify},
+		{"accept4, other args set, no addr", "accept4", []uint64{^uint64(0), 0, ^uint64(0), ^uint64(0), ^uint64(0), ^uint64(0)}, allow},
+		{"getpeername", "getpeername", nil, notify},
+		{"getsockname", "getsockname", nil, notify},
+		{"connect", "connect", []uint64{3, 1, 16}, allow},
+		{"bind", "bind", []uint64{3, 1, 16}, allow},
+	}
+	for _, set := range []struct {
+		name  string
+		rules []Rule
+	}{{"incoming", IncomingRules}, {"incoming+net", append(slices.Clone(IncomingRules), NetRules...)}} {
+		f, err := NewFilter(nil, set.rules...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vm := vmFor(t, f)
+		for _, tt := range tests {
+			want := tt.want
+			if set.name == "incoming+net" && tt.call == "connect" {
+				want = notify
+			}
+			if got := run(t, vm, mustNumber(t, tt.call), AuditArch, tt.args...); got != want {
+				t.Errorf("%s: %s: verdict %#x, want %#x", set.name, tt.name, got, want)
+			}
+		}
+		for _, name := range IncomingSyscalls {
+			if !slices.Contains(f.Trapped, name) {
+				t.Errorf("%s: %s is not in Trapped %v", set.name, name, f.Trapped)
+			}
+		}
+	}
+}
+
 func TestRuleMerging(t *testing.T) {
 	sendto := mustNumber(t, "sendto")
 	tests := []struct {
@@ -277,7 +328,7 @@ func TestNewFilterNames(t *testing.T) {
 }
 
 func TestEveryFileSyscallIsKnown(t *testing.T) {
-	for _, name := range append(slices.Clone(FileSyscalls), NetSyscalls...) {
+	for _, name := range slices.Concat(FileSyscalls, NetSyscalls, IncomingSyscalls) {
 		if !Known(name) {
 			t.Errorf("%s is not in the syscall table", name)
 		}

@@ -40,13 +40,32 @@ var NetRules = []Rule{
 }
 
 // NetSyscalls names the calls of NetRules, conditions aside.
-var NetSyscalls = func() []string {
-	out := make([]string, len(NetRules))
-	for i, r := range NetRules {
+var NetSyscalls = names(NetRules)
+
+// IncomingRules are the socket calls the layer traps when the pod's incoming traffic is
+// delivered to the process's listeners (the supervisor's Incoming handler): listen, to learn
+// of each listener; accept and accept4 only with an address buffer (args[1]), since only then
+// can the peer the process sees matter; getpeername and getsockname, to name the pod's
+// addresses of an accepted connection. Several rule sets may be combined: a call both sets
+// trap is trapped once.
+var IncomingRules = []Rule{
+	{Name: "listen"},
+	{Name: "accept", When: ArgNonZero(1)},
+	{Name: "accept4", When: ArgNonZero(1)},
+	{Name: "getpeername"},
+	{Name: "getsockname"},
+}
+
+// IncomingSyscalls names the calls of IncomingRules, conditions aside.
+var IncomingSyscalls = names(IncomingRules)
+
+func names(rules []Rule) []string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
 		out[i] = r.Name
 	}
 	return out
-}()
+}
 
 // Number returns the syscall number of name on this architecture. ok is false when the name
 // is unknown, and also when the call exists on other architectures but not on this one

@@ -65,7 +65,7 @@ func TestMain(m *testing.M) {
 
 // helper runs inside the launched process for the benchmarks: "openloop PATH N" opens and
 // closes PATH N times with raw syscalls and prints the elapsed nanoseconds; "connectloop"
-// does the same with TCP connections.
+// does the same with TCP connections, "acceptloop" with connections to its own listener.
 func helper(name string, args []string) int {
 	switch name {
 	case "openloop":
@@ -102,6 +102,58 @@ func helper(name string, args []string) int {
 			syscall.Close(fd)
 		}
 		fmt.Println(time.Since(start).Nanoseconds())
+		return 0
+	case "acceptloop":
+		// "acceptloop N": a TCP connection to a listener of this process from 127.0.0.2 (a
+		// delivery, to the test's IncomingHandler), accepted with accept4 and an address
+		// buffer, checked to be a new socket, then both ends closed; the time is accept4's
+		n, _ := strconv.Atoi(args[0])
+		lfd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "socket:", err)
+			return 1
+		}
+		if err := syscall.Bind(lfd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			fmt.Fprintln(os.Stderr, "bind:", err)
+			return 1
+		}
+		if err := syscall.Listen(lfd, 128); err != nil {
+			fmt.Fprintln(os.Stderr, "listen:", err)
+			return 1
+		}
+		sa, _ := syscall.Getsockname(lfd)
+		from := &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 2}}
+		var took time.Duration // in accept4 only: a loopback connect now and then waits 1 s for a SYN retransmission
+		for range n {
+			c, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+			if err == nil {
+				err = syscall.Bind(c, from)
+			}
+			if err == nil {
+				err = syscall.Connect(c, sa)
+			}
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "client:", err)
+				return 1
+			}
+			start := time.Now()
+			a, _, err := syscall.Accept4(lfd, syscall.SOCK_CLOEXEC)
+			took += time.Since(start)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "accept4:", err)
+				return 1
+			}
+			var st syscall.Stat_t
+			if syscall.Fstat(a, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK || a <= 2 {
+				fmt.Fprintln(os.Stderr, "accept4 returned", a, "which is not a new socket")
+				return 1
+			}
+			// a reset, not a FIN: no TIME_WAIT left behind to run out of ports
+			syscall.SetsockoptLinger(c, syscall.SOL_SOCKET, syscall.SO_LINGER, &syscall.Linger{Onoff: 1})
+			syscall.Close(c)
+			syscall.Close(a)
+		}
+		fmt.Println(took.Nanoseconds())
 		return 0
 	}
 	fmt.Fprintln(os.Stderr, "unknown helper", name)
@@ -180,12 +232,14 @@ func (r result) code() int { return r.state.ExitCode() }
 
 // runOpts shapes one launch.
 type runOpts struct {
-	trap   []string         // default: seccomp.FileSyscalls
-	net    layer.NetHandler // when set, seccomp.NetRules are trapped too and served by it
-	onExec func(pid int, path string, argv, envp []string)
-	stdin  io.Reader
-	env    []string // added to the command's environment
-	quiet  bool     // log warnings only (benchmarks: a debug line per call would be measured too)
+	trap []string         // default: seccomp.FileSyscalls
+	net  layer.NetHandler // when set, seccomp.NetRules are trapped too and served by it
+	// incoming, when set, has seccomp.IncomingRules trapped too and served by it
+	incoming layer.IncomingHandler
+	onExec   func(pid int, path string, argv, envp []string)
+	stdin    io.Reader
+	env      []string // added to the command's environment
+	quiet    bool     // log warnings only (benchmarks: a debug line per call would be measured too)
 	// during runs while the command runs, with a way to stop the supervisor early.
 	during func(cmd *exec.Cmd, stopSupervisor func() error)
 }
@@ -201,7 +255,10 @@ func runUnder(tb testing.TB, h layer.Handler, argv []string, o runOpts) result {
 	}
 	var rules []seccomp.Rule
 	if o.net != nil {
-		rules = seccomp.NetRules
+		rules = append(rules, seccomp.NetRules...)
+	}
+	if o.incoming != nil {
+		rules = append(rules, seccomp.IncomingRules...)
 	}
 	filter, err := seccomp.NewFilter(trap, rules...)
 	if err != nil {
@@ -244,6 +301,7 @@ func runUnder(tb testing.TB, h layer.Handler, argv []string, o runOpts) result {
 	sup := supervisor.New(lis, h, zerolog.New(zerolog.NewTestWriter(tb)).Level(level))
 	sup.OnExec = o.onExec
 	sup.Net = o.net
+	sup.Incoming = o.incoming
 	supCtx, stopSup := context.WithCancel(ctx)
 	defer stopSup()
 	served := make(chan error, 1)

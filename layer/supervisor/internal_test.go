@@ -182,6 +182,20 @@ func TestKindTableCoversTheNetSet(t *testing.T) {
 	}
 }
 
+func TestKindTableCoversTheIncomingSet(t *testing.T) {
+	kinds := kindTable()
+	for _, name := range seccomp.IncomingSyscalls {
+		nr, ok := seccomp.Number(name)
+		if !ok {
+			t.Errorf("%s has no number here", name)
+			continue
+		}
+		if kinds[nr] < kConnect {
+			t.Errorf("%s is trapped for the IncomingHandler but not served as a socket call", name)
+		}
+	}
+}
+
 func TestSockaddr(t *testing.T) {
 	v4 := []byte{2, 0, 0, 80, 10, 255, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0}
 	v6 := make([]byte, 28)

@@ -48,10 +48,14 @@ import (
 //	             first datagram when it comes and whatever else is already queued (up to 64),
 //	             as MSG_WAITFORONE would; its timeout is ignored, as the kernel checks it only
 //	             after a datagram anyway.
-//	getpeername  on a TCP or UDP socket with a peer whose flow Lookup knows: the flow's Remote
-//	getsockname  (getpeername) or PodLocal (getsockname, when known), in the socket's family,
-//	             truncated to the caller's addrlen with the full length written back, as the
-//	             kernel does. Otherwise CONTINUE.
+//	getpeername  on a TCP or UDP socket with a peer whose flow Lookup knows (or, for TCP,
+//	getsockname  IncomingHandler.Delivered: an accepted connection the core delivered): the
+//	             flow's Remote (getpeername) or PodLocal (getsockname, when known), in the
+//	             socket's family, truncated to the caller's addrlen with the full length
+//	             written back, as the kernel does. Otherwise CONTINUE.
+//	listen       see incoming.go: served with an IncomingHandler.
+//	accept
+//	accept4
 //
 // Everything read from the process is checked with ID_VALID before the supervisor acts on
 // it. Calls that may block (Connect, Relay, sends, receives) hand the receiver role on first.
@@ -146,7 +150,16 @@ var errGone = errors.New("the caller has gone")
 
 // netCall serves a trapped socket call.
 func (s *Supervisor) netCall(ctx context.Context, w *worker, st *serving, k kind) {
-	if s.Net == nil {
+	var served bool
+	switch k {
+	case kListen, kAccept, kAccept4:
+		served = s.Incoming != nil
+	case kGetpeername, kGetsockname:
+		served = s.Net != nil || s.Incoming != nil
+	default:
+		served = s.Net != nil
+	}
+	if !served {
 		s.netPass(w.n.ID)
 		return
 	}
@@ -166,6 +179,10 @@ func (s *Supervisor) netCall(ctx context.Context, w *worker, st *serving, k kind
 		s.recvmmsg(ctx, w, st)
 	case kGetpeername, kGetsockname:
 		s.sockName(w, k)
+	case kListen:
+		s.listen(ctx, w, st)
+	case kAccept, kAccept4:
+		s.accept(ctx, w, st, k)
 	default:
 		s.netPass(w.n.ID)
 	}
@@ -813,8 +830,8 @@ func (s *Supervisor) recvOne(w *worker, st *serving, so *sock, local netip.AddrP
 	}
 	var deadline time.Time
 	if block {
-		if tv, err := unix.GetsockoptTimeval(so.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO); err == nil && (tv.Sec != 0 || tv.Usec != 0) {
-			deadline = time.Now().Add(time.Duration(tv.Nano()))
+		if d := rcvTimeout(so.fd); d > 0 {
+			deadline = time.Now().Add(d)
 		}
 	}
 	var r recvResult
@@ -1025,7 +1042,14 @@ func (s *Supervisor) sockName(w *worker, k kind) {
 		s.stats.gone.Add(1)
 		return
 	}
-	f, ok := s.Net.Lookup(so.proto, local, peer)
+	var f layer.Flow
+	ok = false
+	if s.Net != nil {
+		f, ok = s.Net.Lookup(so.proto, local, peer)
+	}
+	if !ok && s.Incoming != nil && so.proto == layer.TCP {
+		f, ok = s.Incoming.Delivered(local, peer)
+	}
 	v := f.Remote
 	if k == kGetsockname {
 		v = f.PodLocal

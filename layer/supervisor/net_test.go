@@ -39,6 +39,7 @@ func TestNetGoProgram(t *testing.T) {
 
 	r := runUnder(t, newFakeFS(t.TempDir()), []string{prog,
 		"dial:10.255.0.1:80",
+		"dialmptcp:10.255.0.1:80",
 		"dial:10.255.0.9:80",
 		"dial:10.255.0.13:80",
 		"dialblock:10.255.0.2:8080",
@@ -58,6 +59,7 @@ func TestNetGoProgram(t *testing.T) {
 	}
 	expect(t, lines(r.stdout), map[string]string{
 		"dial:10.255.0.1:80":        `remote=10.255.0.1:80 localip=10.1.0.9 got="hello 10.255.0.1:80"`,
+		"dialmptcp:10.255.0.1:80":   `remote=10.255.0.1:80 localip=10.1.0.9 got="hello 10.255.0.1:80"`,
 		"dial:10.255.0.9:80":        errnoText(unix.ECONNREFUSED),
 		"dial:10.255.0.13:80":       errnoText(unix.ECONNREFUSED), // not an errno: ECONNREFUSED, logged
 		"dialblock:10.255.0.2:8080": `peer=10.255.0.2:8080 got="hello 10.255.0.2:8080"`,
@@ -72,9 +74,9 @@ func TestNetGoProgram(t *testing.T) {
 		"sendmsg:10.255.0.10:123":   `from=[::ffff:10.255.0.10]:123 got="echo 10.255.0.10:123 msg" oobn=0 flags=0`,
 		"sendmsg:[fd00:ff::10]:123": `from=[fd00:ff::10]:123 got="echo [fd00:ff::10]:123 msg" oobn=0 flags=0`,
 	}, r.stdout)
-	// Connect: the six remote TCP dials and the two connected UDP sockets
-	if n := fn.connects.Load(); n != 8 {
-		t.Errorf("Connect called %d times, want 8 (never for the local server)", n)
+	// Connect: the seven remote TCP dials and the two connected UDP sockets
+	if n := fn.connects.Load(); n != 9 {
+		t.Errorf("Connect called %d times, want 9 (never for the local server)", n)
 	}
 	st := r.stats
 	if st.NetRemote == 0 || st.NetLocal == 0 || st.NetRecv == 0 || st.NetNamed == 0 || st.NetFailed < 3 {

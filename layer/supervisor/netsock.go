@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/kwarp-dev/kwarp/layer"
@@ -30,8 +31,8 @@ func (so *sock) close() {
 }
 
 // openSock duplicates the caller's fd with pidfd_getfd. ok is false when the call is not the
-// layer's business: fd is not an AF_INET or AF_INET6 TCP or UDP socket, or it cannot be had
-// (the kernel then answers the call itself: EBADF, ENOTSOCK).
+// layer's business: fd is not an AF_INET or AF_INET6 TCP (or MPTCP) or UDP socket, or it
+// cannot be had (the kernel then answers the call itself: EBADF, ENOTSOCK).
 func (s *Supervisor) openSock(tid int, fd int32) (sock, bool) {
 	so := sock{fd: -1}
 	if fd < 0 {
@@ -57,7 +58,9 @@ func (s *Supervisor) openSock(tid int, fd int32) (sock, bool) {
 	so.family = fam
 	switch {
 	case !ok1 || !ok2 || !ok3 || (fam != unix.AF_INET && fam != unix.AF_INET6):
-	case typ == unix.SOCK_STREAM && proto == unix.IPPROTO_TCP:
+	case typ == unix.SOCK_STREAM && (proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_MPTCP):
+		// MPTCP is TCP to its peers when they do not speak it (the core does not); Go makes
+		// its listeners MPTCP by default since 1.24
 		so.proto = layer.TCP
 	case typ == unix.SOCK_DGRAM && proto == unix.IPPROTO_UDP:
 		so.proto = layer.UDP
@@ -107,6 +110,19 @@ func sockoptInt(fd, level, opt int) (int, bool) {
 	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(opt),
 		uintptr(unsafe.Pointer(&v)), uintptr(unsafe.Pointer(&l)), 0)
 	return int(v), e == 0
+}
+
+// rcvTimeout is a socket's SO_RCVTIMEO, 0 for none, without the allocation of
+// unix.GetsockoptTimeval.
+func rcvTimeout(fd int) time.Duration {
+	var tv unix.Timeval
+	l := uint32(unsafe.Sizeof(tv))
+	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, unix.SO_RCVTIMEO,
+		uintptr(unsafe.Pointer(&tv)), uintptr(unsafe.Pointer(&l)), 0)
+	if e != 0 {
+		return 0
+	}
+	return time.Duration(tv.Nano())
 }
 
 // tcpClosed says whether a TCP socket is in TCP_CLOSE: neither connected, connecting nor

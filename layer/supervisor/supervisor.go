@@ -33,7 +33,13 @@ type Supervisor struct {
 	// Net, when set, serves the socket calls of seccomp.NetRules (see net.go); the filter must
 	// trap them then, and only then: with Net nil a trapped socket call runs untouched, but
 	// each one pays a round trip for nothing. Set it before Serve.
-	Net      layer.NetHandler
+	Net layer.NetHandler
+	// Incoming, when set, serves the socket calls of seccomp.IncomingRules (see
+	// incoming.go): listen is reported to it, accept and accept4 with an address buffer are
+	// served to name the pod's client of a delivered connection, and getpeername and
+	// getsockname ask it when Net has no flow. The filter must trap them then, and only
+	// then. Set it before Serve.
+	Incoming layer.IncomingHandler
 	rewrites envRewrites
 
 	listener *os.File
@@ -51,9 +57,11 @@ type Supervisor struct {
 	// noPidfdThread: the kernel lacks PIDFD_THREAD (before 6.9), pidfds are opened on the TGID
 	noPidfdThread atomic.Bool
 	pidfdWarned   atomic.Bool
-	relayed       sockSet // sockets the supervisor sent from to a relay
+	resetWarned   atomic.Bool // a connection the process could not take was reset
+	relayed       sockSet     // sockets the supervisor sent from to a relay
 	connMu        sync.Mutex
 	connecting    map[uint64]*inflight // Connect calls under way, by socket inode
+	acceptMu      [16]sync.Mutex       // blocking accepts on one listener, by inode (see acceptOne)
 }
 
 // New returns a supervisor for the listener the launcher handed over. It owns the listener from
@@ -92,11 +100,18 @@ type Stats struct {
 	NetNamed  uint64 // getpeername and getsockname answered from a flow
 	NetPassed uint64 // socket calls let through unasked: no address, not TCP or UDP over IP, not relayed, no flow
 	NetFailed uint64 // served socket calls answered with an error (EINPROGRESS and EAGAIN are not failures)
+
+	// Incoming connections (Incoming set).
+	NetListen    uint64 // listens served and reported to Listening
+	NetAccepted  uint64 // connections an emulated accept handed to the process
+	NetDelivered uint64 // of those, connections the core delivered: the peer is the pod client's
+	NetReset     uint64 // connections taken from a listener that the process could not get, reset
 }
 
 type counters struct {
 	local, remote, notFound, exec, passed, failed, gone          atomic.Uint64
 	netLocal, netRemote, netRecv, netNamed, netPassed, netFailed atomic.Uint64
+	netListen, netAccepted, netDelivered, netReset               atomic.Uint64
 }
 
 // Stats returns the counts so far; safe to call at any time.
@@ -107,6 +122,8 @@ func (s *Supervisor) Stats() Stats {
 		Exec: c.exec.Load(), Passed: c.passed.Load(), Failed: c.failed.Load(), Gone: c.gone.Load(),
 		NetLocal: c.netLocal.Load(), NetRemote: c.netRemote.Load(), NetRecv: c.netRecv.Load(),
 		NetNamed: c.netNamed.Load(), NetPassed: c.netPassed.Load(), NetFailed: c.netFailed.Load(),
+		NetListen: c.netListen.Load(), NetAccepted: c.netAccepted.Load(), NetDelivered: c.netDelivered.Load(),
+		NetReset: c.netReset.Load(),
 	}
 }
 
@@ -149,9 +166,13 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 	stats := s.Stats()
 	e := s.log.Debug().Uint64("local", stats.Local).Uint64("remote", stats.Remote).Uint64("not_found", stats.NotFound).
 		Uint64("exec", stats.Exec).Uint64("passed", stats.Passed).Uint64("failed", stats.Failed).Uint64("gone", stats.Gone)
-	if s.Net != nil {
+	if s.Net != nil || s.Incoming != nil {
 		e = e.Uint64("net_local", stats.NetLocal).Uint64("net_remote", stats.NetRemote).Uint64("net_recv", stats.NetRecv).
 			Uint64("net_named", stats.NetNamed).Uint64("net_passed", stats.NetPassed).Uint64("net_failed", stats.NetFailed)
+	}
+	if s.Incoming != nil {
+		e = e.Uint64("net_listen", stats.NetListen).Uint64("net_accepted", stats.NetAccepted).
+			Uint64("net_delivered", stats.NetDelivered).Uint64("net_reset", stats.NetReset)
 	}
 	e.Msg("supervisor stopped")
 	if st.err != nil {

@@ -7,6 +7,7 @@
 // Usage:
 //
 //	probe dns   [-timeout 5s] [-server HOST:PORT] [-net ip|ip4|ip6] NAME
+//	probe dnsbench [-timeout 2m] [-server HOST:PORT] NAME N
 //	probe http  [-timeout 5s] [-X METHOD] [-H "K: V"]... [-d BODY] [-h2c] URL
 //	probe tcp   [-timeout 5s] HOST:PORT MESSAGE
 //	probe udp   [-timeout 3s] HOST:PORT MESSAGE
@@ -20,6 +21,10 @@
 // dns resolves with Go's own resolver, which honours /etc/resolv.conf (search list, ndots) the
 // way a static binary in a pod does, and prints one IP per line. -server sends the queries to
 // that server instead of the ones in resolv.conf.
+//
+// dnsbench times lookups of NAME as dns makes them (Go's resolver, A and AAAA): one untimed,
+// then N, each timed, and prints "lookups N", "mean-ns", "p50-ns" and "p99-ns" lines, so a
+// benchmark can learn what one lookup costs inside the pod without the cost of getting there.
 //
 // http sends one request and prints the response body; a non-2xx status is a failure (the body
 // is still printed). Proxy environment variables are ignored so the request goes where the URL
@@ -48,6 +53,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -99,6 +106,14 @@ var commands = []command{
 		run: runDNS,
 	},
 	{
+		name: "dnsbench", synopsis: "[-timeout 2m] [-server HOST:PORT] NAME N",
+		nargs: 2, defaultTimeout: 2 * time.Minute,
+		flags: func(fs *flag.FlagSet, o *options) {
+			fs.StringVar(&o.server, "server", "", "DNS server to query instead of those in /etc/resolv.conf")
+		},
+		run: runDNSBench,
+	},
+	{
 		name: "http", synopsis: `[-timeout 5s] [-X METHOD] [-H "K: V"]... [-d BODY] [-h2c] URL`,
 		nargs: 1, defaultTimeout: 5 * time.Second,
 		flags: func(fs *flag.FlagSet, o *options) {
@@ -137,7 +152,7 @@ var commands = []command{
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage:")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  probe %-5s %s\n", c.name, c.synopsis)
+		fmt.Fprintf(w, "  probe %-8s %s\n", c.name, c.synopsis)
 	}
 }
 
@@ -241,16 +256,7 @@ func runDNS(ctx context.Context, o *options, args []string, stdout io.Writer) er
 	default:
 		return fmt.Errorf("-net must be ip, ip4 or ip6, not %q", o.network)
 	}
-	// PreferGo matters only when probe is built with cgo; the image's static build always uses
-	// the Go resolver, and we want the same behaviour in unit tests.
-	r := &net.Resolver{PreferGo: true}
-	if o.server != "" {
-		var d net.Dialer
-		r.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, network, o.server)
-		}
-	}
-	ips, err := r.LookupIP(ctx, o.network, args[0])
+	ips, err := resolver(o.server).LookupIP(ctx, o.network, args[0])
 	if err != nil {
 		return err
 	}
@@ -258,6 +264,48 @@ func runDNS(ctx context.Context, o *options, args []string, stdout io.Writer) er
 		fmt.Fprintln(stdout, ip)
 	}
 	return nil
+}
+
+// resolver is Go's own resolver, sending its queries to server when it is not "".
+func resolver(server string) *net.Resolver {
+	// PreferGo matters only when probe is built with cgo; the image's static build always uses
+	// the Go resolver, and we want the same behaviour in unit tests.
+	r := &net.Resolver{PreferGo: true}
+	if server != "" {
+		var d net.Dialer
+		r.Dial = func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, server)
+		}
+	}
+	return r
+}
+
+func runDNSBench(ctx context.Context, o *options, args []string, stdout io.Writer) error {
+	name := args[0]
+	n, err := strconv.Atoi(args[1])
+	if err != nil || n < 1 {
+		return fmt.Errorf("N must be a positive number, not %q", args[1])
+	}
+	r := resolver(o.server)
+	if _, err := r.LookupIP(ctx, "ip", name); err != nil {
+		return err
+	}
+	lat := make([]time.Duration, n)
+	var total time.Duration
+	for k := range n {
+		t := time.Now()
+		if _, err := r.LookupIP(ctx, "ip", name); err != nil {
+			return err
+		}
+		lat[k] = time.Since(t)
+		total += lat[k]
+	}
+	slices.Sort(lat)
+	// nearest rank
+	pct := func(p int) time.Duration { return lat[max((n*p+99)/100-1, 0)] }
+	_, err = fmt.Fprintf(stdout, "lookups %d\nmean-ns %d\np50-ns %d\np99-ns %d\n", n, total.Nanoseconds()/int64(n),
+		pct(50).Nanoseconds(), pct(99).Nanoseconds())
+	return err
 }
 
 // headerFlag collects repeated -H flags.

@@ -364,6 +364,29 @@ func TestDNS(t *testing.T) {
 	}
 }
 
+func TestDNSBench(t *testing.T) {
+	server := dnsServer(t, map[string][4]byte{"echo.kwarp.test.": {10, 1, 2, 3}})
+	code, out, errs := runProbe(t, "dnsbench", "-server", server, "echo.kwarp.test.", "20")
+	if code != 0 {
+		t.Fatalf("exit=%d err=%q", code, errs)
+	}
+	var n, mean, p50, p99 int64
+	if _, err := fmt.Sscanf(out, "lookups %d\nmean-ns %d\np50-ns %d\np99-ns %d\n", &n, &mean, &p50, &p99); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	if n != 20 || mean <= 0 || p50 <= 0 || p99 < p50 {
+		t.Errorf("output %q: want 20 lookups, positive times and p99 >= p50", out)
+	}
+	for _, args := range [][]string{{"-server", server, "nothing.kwarp.test.", "3"}, {"-server", server, "echo.kwarp.test.", "0"}} {
+		if code, out, _ := runProbe(t, append([]string{"dnsbench"}, args...)...); code != exitFailure {
+			t.Errorf("dnsbench %q: exit=%d out=%q, want %d", args, code, out, exitFailure)
+		}
+	}
+	if code, _, _ := runProbe(t, "dnsbench", "echo.kwarp.test."); code != exitUsage {
+		t.Errorf("dnsbench without N: exit=%d, want %d", code, exitUsage)
+	}
+}
+
 func TestSleep(t *testing.T) {
 	t.Run("ends on signal", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())

@@ -7,11 +7,14 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -30,6 +33,16 @@ func do(op, addr string) string {
 		// net.Dial: a non-blocking connect (EINPROGRESS), epoll for writability, SO_ERROR,
 		// then getpeername and getsockname for the addresses.
 		c, err := net.DialTimeout("tcp", addr, 20*time.Second)
+		if err != nil {
+			return errText(err)
+		}
+		defer c.Close()
+		return greet(c)
+	case "dialmptcp":
+		// an MPTCP socket (as Go's listeners are by default): TCP to a peer without MPTCP
+		d := net.Dialer{Timeout: 20 * time.Second}
+		d.SetMultipathTCP(true)
+		c, err := d.Dial("tcp", addr)
 		if err != nil {
 			return errText(err)
 		}
@@ -158,8 +171,58 @@ func do(op, addr string) string {
 			return errText(err)
 		}
 		return fmt.Sprintf("from=%s got=%q oobn=%d flags=%d", from, buf[:n], oobn, flags)
+	case "serve":
+		// "serve:ADDR:N": net.Listen (listen, then accept4 non-blocking with epoll), N
+		// connections accepted; each client sends its name and gets back what the server
+		// sees: "NAME peer=<accept's address> getpeername=<…> local=<getsockname>". Then the
+		// listener is closed ("closed" on stderr) and the probe waits for stdin's end.
+		i := strings.LastIndexByte(addr, ':')
+		n, _ := strconv.Atoi(addr[i+1:])
+		l, err := net.Listen("tcp", addr[:i])
+		if err != nil {
+			return errText(err)
+		}
+		fmt.Fprintf(os.Stderr, "listening %s\n", l.Addr())
+		var wg sync.WaitGroup
+		for range n {
+			c, err := l.Accept()
+			if err != nil {
+				return errText(err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				serveConn(c)
+			}()
+		}
+		wg.Wait()
+		l.Close()
+		fmt.Fprintln(os.Stderr, "closed")
+		io.Copy(io.Discard, os.Stdin)
+		return fmt.Sprintf("accepted=%d", n)
 	}
 	return "unknown op"
+}
+
+// serveConn answers a client of serve.
+func serveConn(c net.Conn) {
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	name, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return
+	}
+	gp := "?"
+	if raw, err := c.(*net.TCPConn).SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) {
+			if sa, err := syscall.Getpeername(int(fd)); err == nil {
+				gp = fmtSockaddr(sa)
+			} else {
+				gp = errText(err)
+			}
+		})
+	}
+	fmt.Fprintf(c, "%s peer=%s getpeername=%s local=%s\n", strings.TrimSpace(name), c.RemoteAddr(), gp, c.LocalAddr())
 }
 
 // greet reads the server's first line and reports the connection's addresses as Go sees

@@ -211,18 +211,9 @@ func (s *Supervisor) connect(ctx context.Context, w *worker, st *serving) {
 		s.netPass(id)
 		return
 	}
-	if err := seccomp.IDValid(s.fd, id); err != nil {
-		s.stats.gone.Add(1)
+	if !s.routedRemote(w, id, so.proto, dst) {
 		return
 	}
-	route := s.Net.RouteOutgoing(so.proto, dst)
-	s.traceNet(w, so.proto, dst, route)
-	if route != layer.Remote {
-		s.stats.netLocal.Add(1)
-		s.respond(seccomp.Resp{ID: id, Flags: seccomp.FlagContinue})
-		return
-	}
-	s.stats.netRemote.Add(1)
 	s.handOver(ctx, w, st)
 	errno := s.netConnect(ctx, w, st, &so, dst)
 	if errno == errnoGone {
@@ -367,18 +358,9 @@ func (s *Supervisor) send(ctx context.Context, w *worker, st *serving, k kind) {
 		s.netPass(id)
 		return
 	}
-	if err := seccomp.IDValid(s.fd, id); err != nil {
-		s.stats.gone.Add(1)
+	if !s.routedRemote(w, id, so.proto, dst) {
 		return
 	}
-	route := s.Net.RouteOutgoing(so.proto, dst)
-	s.traceNet(w, so.proto, dst, route)
-	if route != layer.Remote {
-		s.stats.netLocal.Add(1)
-		s.respond(seccomp.Resp{ID: id, Flags: seccomp.FlagContinue})
-		return
-	}
-	s.stats.netRemote.Add(1)
 	s.handOver(ctx, w, st)
 	if so.proto == layer.TCP {
 		s.fastOpen(ctx, w, st, &so, dst, &h, single, flags)
@@ -1131,4 +1113,23 @@ func errnoString(e unix.Errno) string {
 		return "ok"
 	}
 	return unix.ErrnoName(e)
+}
+
+// routedRemote decides a connect or send to dst once the process's memory has been read: a
+// call that went away meanwhile is dropped, a Local one is let through (CONTINUE), and only
+// a Remote one is left for the caller to serve (true).
+func (s *Supervisor) routedRemote(w *worker, id uint64, p layer.Proto, dst netip.AddrPort) bool {
+	if err := seccomp.IDValid(s.fd, id); err != nil {
+		s.stats.gone.Add(1)
+		return false
+	}
+	route := s.Net.RouteOutgoing(p, dst)
+	s.traceNet(w, p, dst, route)
+	if route != layer.Remote {
+		s.stats.netLocal.Add(1)
+		s.respond(seccomp.Resp{ID: id, Flags: seccomp.FlagContinue})
+		return false
+	}
+	s.stats.netRemote.Add(1)
+	return true
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"sync"
 	"syscall"
 
 	"github.com/kwarp-dev/kwarp/core/clusterdial"
@@ -32,11 +33,16 @@ func Forward(ctx context.Context, o Options, fw *portforward.Forwarder) error {
 		p, err := pluginhost.Start(ctx, builtinSpec(o, "net"), nil, log)
 		netPlugin <- started{p, err}
 	}()
-	np := <-netPlugin
-	if np.err != nil {
-		return np.err
-	}
-	defer np.p.Stop()
+	// the plugin starts while the cluster is asked and the agent starts; whatever happens,
+	// it does not outlive the command
+	var np started
+	waitPlugin := sync.OnceFunc(func() { np = <-netPlugin })
+	defer func() {
+		waitPlugin()
+		if np.p != nil {
+			np.p.Stop()
+		}
+	}()
 
 	clients, err := o.Kube.Connect(ctx, log)
 	if err != nil {
@@ -47,6 +53,9 @@ func Forward(ctx context.Context, o Options, fw *portforward.Forwarder) error {
 		return err
 	}
 	defer att.close()
+	if waitPlugin(); np.err != nil {
+		return np.err
+	}
 	plugins := map[string]*runningPlugin{"net": {Plugin: np.p}}
 	if err := configurePlugins(ctx, o, plugins, []string{"net"}, att.conn, att.resolved, sessionID); err != nil {
 		return err

@@ -73,16 +73,21 @@ func serve(ctx context.Context, outbound, admin net.Listener) error {
 	}()
 	go func() { errc <- acceptAndClose(ctx, outbound) }()
 
+	// Both goroutines are waited for: acceptAndClose closes its listener from an AfterFunc
+	// goroutine, so returning after the first would leave the outbound port open a moment.
 	var first error
+	pending := 2
 	select {
 	case first = <-errc:
+		pending--
 	case <-ctx.Done():
 	}
 	cancel()
 	srv.Close()
-	second := <-errc
-	if first == nil {
-		first = second
+	for ; pending > 0; pending-- {
+		if err := <-errc; first == nil {
+			first = err
+		}
 	}
 	return first
 }
@@ -95,6 +100,7 @@ func adminHandler(w http.ResponseWriter, r *http.Request) {
 func acceptAndClose(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
+	defer ln.Close()
 	for {
 		c, err := ln.Accept()
 		if err != nil {

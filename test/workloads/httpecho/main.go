@@ -1,13 +1,18 @@
 // Command httpecho is an HTTP test workload: it answers every request with a JSON description of
-// the request and remembers recent requests at /_received, so end-to-end tests can see exactly
-// what reached it through kwarp. It speaks HTTP/1.1 and cleartext HTTP/2 (h2c, prior knowledge).
+// the request (including the body's length and SHA-256) and remembers recent requests at
+// /_received, so end-to-end tests can see exactly what reached it through kwarp. It speaks
+// HTTP/1.1 and cleartext HTTP/2 (h2c, both with prior knowledge and by "Upgrade: h2c"), and on
+// the same port serves gRPC (the standard health service, with "x-served-by" header metadata)
+// and a WebSocket echo at /ws; see package server.
 //
 // Usage:
 //
-//	httpecho [-listen ADDR]
+//	httpecho [-listen ADDR] [-name NAME]
 //
 // -listen defaults to $HTTPECHO_LISTEN, or ":8080" when that is unset. The pod name in answers is
-// $POD_NAME (or the hostname) and the namespace is $POD_NAMESPACE.
+// -name, else $POD_NAME (or the hostname), and the namespace is $POD_NAMESPACE. -name matters
+// when httpecho runs on a developer's machine under kwarp: it gets the pod's environment there,
+// so without -name its answers could not be told from the pod's.
 package main
 
 import (
@@ -23,6 +28,9 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
 
 	"github.com/kwarp-dev/kwarp/test/workloads/httpecho/server"
 )
@@ -42,29 +50,40 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
-	listen, err := parseFlags(args)
+	f, err := parseFlags(args)
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", listen)
+	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return err
 	}
-	h := server.New(server.Config{Pod: podName(), Namespace: os.Getenv("POD_NAMESPACE"), Log: stdout})
-	fmt.Fprintf(stdout, "httpecho: listening on %s\n", ln.Addr())
+	h := server.New(server.Config{Pod: f.name, Namespace: os.Getenv("POD_NAMESPACE"), Log: stdout})
+	fmt.Fprintf(stdout, "httpecho: %s listening on %s\n", f.name, ln.Addr())
 	return serve(ctx, ln, h)
 }
 
-func parseFlags(args []string) (listen string, err error) {
+type flags struct {
+	listen string
+	// name is the pod name in answers.
+	name string
+}
+
+func parseFlags(args []string) (flags, error) {
+	var f flags
 	fs := flag.NewFlagSet("httpecho", flag.ContinueOnError)
-	fs.StringVar(&listen, "listen", envOr("HTTPECHO_LISTEN", ":8080"), "address to listen on")
+	fs.StringVar(&f.listen, "listen", envOr("HTTPECHO_LISTEN", ":8080"), "address to listen on")
+	fs.StringVar(&f.name, "name", "", "name to answer with (default $POD_NAME, or the hostname)")
 	if err := fs.Parse(args); err != nil {
-		return "", err
+		return flags{}, err
 	}
 	if fs.NArg() > 0 {
-		return "", fmt.Errorf("unexpected arguments %q", fs.Args())
+		return flags{}, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	return listen, nil
+	if f.name == "" {
+		f.name = podName()
+	}
+	return f, nil
 }
 
 // serve runs until ctx is done, then lets in-flight requests finish for up to shutdownGrace.
@@ -87,14 +106,16 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 }
 
 func newHTTPServer(h http.Handler) *http.Server {
-	// net/http serves h2c itself since Go 1.24, so no x/net dependency is needed. It accepts
-	// prior-knowledge HTTP/2 only, not the "Upgrade: h2c" dance, which is what gRPC and Go
-	// clients use.
+	// net/http serves h2c with prior knowledge itself since Go 1.24 (what gRPC and Go clients
+	// use), but not the HTTP/1.1 "Upgrade: h2c" dance; h2c.NewHandler adds that. It takes over
+	// the connection, so upgraded connections are not drained by Shutdown. The request that
+	// asked for the upgrade reaches h as HTTP/1.1 (with its Upgrade header) and is answered on
+	// HTTP/2 stream 1; later requests on that connection are HTTP/2.
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
 	return &http.Server{
-		Handler:           h,
+		Handler:           h2c.NewHandler(h, &http2.Server{}),
 		Protocols:         &protos,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          log.New(os.Stderr, "httpecho: ", log.LstdFlags),

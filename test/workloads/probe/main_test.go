@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -12,10 +13,20 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/h2c"
+	"golang.org/x/net/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/kwarp-dev/kwarp/test/workloads/httpecho/server"
 )
 
 func TestParse(t *testing.T) {
@@ -44,6 +55,17 @@ func TestParse(t *testing.T) {
 		{name: "negative timeout", args: []string{"tcp", "-timeout", "-1s", "h:1", "m"}, wantErr: true},
 		{name: "flag of another subcommand", args: []string{"tcp", "-H", "A: 1", "h:1", "m"}, wantErr: true},
 		{name: "sleep forever by default", args: []string{"sleep"}, wantCmd: "sleep", wantTimeout: 0},
+		{name: "grpc", args: []string{"grpc", "h:1", "-H", "A: 1"}, wantCmd: "grpc", wantPos: []string{"h:1"}, wantTimeout: 5 * time.Second, wantHeaders: []string{"A: 1"}},
+		{name: "grpc missing address", args: []string{"grpc"}, wantErr: true},
+		{name: "ws several messages", args: []string{"ws", "ws://x/ws", "a", "b", "-H", "A: 1"}, wantCmd: "ws", wantPos: []string{"ws://x/ws", "a", "b"},
+			wantTimeout: 5 * time.Second, wantHeaders: []string{"A: 1"}},
+		{name: "ws needs a message", args: []string{"ws", "ws://x/ws"}, wantErr: true},
+		{name: "load", args: []string{"load", "http://x/"}, wantCmd: "load", wantPos: []string{"http://x/"}},
+		{name: "load without clients", args: []string{"load", "-c", "0", "http://x/"}, wantErr: true},
+		{name: "load without duration", args: []string{"load", "-d", "0s", "http://x/"}, wantErr: true},
+		{name: "http body twice", args: []string{"http", "-d", "x", "-body-size", "3", "http://x/"}, wantErr: true},
+		{name: "http negative body size", args: []string{"http", "-body-size", "-2", "http://x/"}, wantErr: true},
+		{name: "http both h2c modes", args: []string{"http", "-h2c", "-h2c-upgrade", "http://x/"}, wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -218,11 +240,13 @@ func TestHTTP(t *testing.T) {
 	type seen struct {
 		method, host, body, proto string
 		header                    http.Header
+		contentLength             int64
+		te                        []string
 	}
 	seenc := make(chan seen, 1)
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		seenc <- seen{r.Method, r.Host, string(b), r.Proto, r.Header}
+		seenc <- seen{r.Method, r.Host, string(b), r.Proto, r.Header, r.ContentLength, r.TransferEncoding}
 		if r.URL.Path == "/missing" {
 			http.Error(w, "nope", http.StatusNotFound)
 			return
@@ -265,6 +289,29 @@ func TestHTTP(t *testing.T) {
 				t.Errorf("proto=%s", s.proto)
 			}
 		}},
+		{name: "body size", args: []string{"-body-size", "100000", ts.URL + "/e"}, wantOut: "body of /e", check: func(t *testing.T, s seen) {
+			want, _ := io.ReadAll(server.GeneratedBody(100000))
+			if s.method != "POST" || s.body != string(want) || s.contentLength != 100000 || len(s.te) != 0 {
+				t.Errorf("method=%s body %d bytes (pattern: %v) content-length=%d te=%q", s.method, len(s.body),
+					s.body == string(want), s.contentLength, s.te)
+			}
+		}},
+		{name: "body size zero", args: []string{"-body-size", "0", ts.URL + "/e"}, wantOut: "body of /e", check: func(t *testing.T, s seen) {
+			if s.method != "POST" || s.body != "" || s.contentLength != 0 || len(s.te) != 0 {
+				t.Errorf("method=%s body=%q content-length=%d te=%q", s.method, s.body, s.contentLength, s.te)
+			}
+		}},
+		{name: "chunked", args: []string{"-chunked", "-d", "payload", "-X", "PUT", ts.URL + "/f"}, wantOut: "body of /f", check: func(t *testing.T, s seen) {
+			if s.method != "PUT" || s.body != "payload" || s.contentLength != -1 || !slices.Equal(s.te, []string{"chunked"}) {
+				t.Errorf("method=%s body=%q content-length=%d te=%q", s.method, s.body, s.contentLength, s.te)
+			}
+		}},
+		{name: "chunked h2c has no length", args: []string{"-chunked", "-h2c", "-body-size", "70000", ts.URL + "/g"}, wantOut: "body of /g", check: func(t *testing.T, s seen) {
+			if s.proto != "HTTP/2.0" || len(s.body) != 70000 || s.contentLength != -1 {
+				t.Errorf("proto=%s body %d bytes content-length=%d", s.proto, len(s.body), s.contentLength)
+			}
+		}},
+		{name: "no upgrade is a failure", args: []string{"-h2c-upgrade", ts.URL + "/h"}, wantCode: 1, wantOut: "body of /h", wantErrSub: "did not switch"},
 		{name: "non-2xx fails but prints body", args: []string{ts.URL + "/missing"}, wantCode: 1, wantOut: "nope\n", wantErrSub: "404"},
 	}
 	for _, tt := range tests {
@@ -442,5 +489,262 @@ func TestEnvAndCat(t *testing.T) {
 				t.Errorf("probe %v = %d %q, want %d %q", tt.args, code, out, tt.wantCode, tt.wantOut)
 			}
 		})
+	}
+}
+
+// upgradeServer serves httpecho's handler the way httpecho does: HTTP/1.1, h2c with prior
+// knowledge and h2c by upgrade.
+func upgradeServer(t *testing.T, s http.Handler) *httptest.Server {
+	t.Helper()
+	ts := httptest.NewUnstartedServer(h2c.NewHandler(s, &http2.Server{}))
+	ts.Config.Protocols = new(http.Protocols)
+	ts.Config.Protocols.SetHTTP1(true)
+	ts.Config.Protocols.SetUnencryptedHTTP2(true)
+	ts.Start()
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func decodeOut[T any](t *testing.T, out string) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	return v
+}
+
+func TestHTTPH2CUpgrade(t *testing.T) {
+	s := server.New(server.Config{Pod: "up-pod"})
+	ts := upgradeServer(t, s)
+
+	t.Run("body and headers", func(t *testing.T) {
+		code, out, errs := runProbe(t, "http", "-h2c-upgrade", "-body-size", "100000", "-H", "Host: svc.example", "-H", "X-A: 1", ts.URL+"/up?q=1")
+		if code != 0 {
+			t.Fatalf("exit=%d err=%q", code, errs)
+		}
+		r := decodeOut[server.Record](t, out)
+		if r.Pod != "up-pod" || r.Method != "POST" || r.Host != "svc.example" || r.Path != "/up" || r.Query != "q=1" ||
+			r.BodyBytes != 100000 || r.BodySHA256 != server.GeneratedSHA256(100000) ||
+			r.Headers["Upgrade"][0] != "h2c" || r.Headers["X-A"][0] != "1" {
+			t.Errorf("record = %+v", r)
+		}
+	})
+	t.Run("answer larger than the flow-control window", func(t *testing.T) {
+		s.Clear()
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		// About 600 bytes a record: well beyond the 64 KiB initial windows.
+		for i := range 300 {
+			resp, err := (&http.Client{Transport: tr}).Get(fmt.Sprintf("%s/r%d", ts.URL, i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		code, out, errs := runProbe(t, "http", "-h2c-upgrade", ts.URL+server.ReceivedPath)
+		if code != 0 {
+			t.Fatalf("exit=%d err=%q", code, errs)
+		}
+		if len(out) < 100000 {
+			t.Errorf("answer is only %d bytes", len(out))
+		}
+		if recs := decodeOut[[]server.Record](t, out); len(recs) != 300 || recs[299].Path != "/r299" {
+			t.Errorf("got %d records", len(recs))
+		}
+	})
+	t.Run("non-2xx after upgrade", func(t *testing.T) {
+		code, out, errs := runProbe(t, "http", "-h2c-upgrade", "-X", "POST", ts.URL+server.ReceivedPath)
+		if code != 1 || !strings.Contains(out, "method not allowed") || !strings.Contains(errs, "405") {
+			t.Errorf("exit=%d out=%q err=%q", code, out, errs)
+		}
+	})
+	t.Run("https refused", func(t *testing.T) {
+		if code, _, errs := runProbe(t, "http", "-h2c-upgrade", "https://127.0.0.1:1/"); code != 1 || !strings.Contains(errs, "http://") {
+			t.Errorf("exit=%d err=%q", code, errs)
+		}
+	})
+}
+
+func TestGRPC(t *testing.T) {
+	s := server.New(server.Config{Pod: "grpc-pod"})
+	ts := upgradeServer(t, s)
+	addr := ts.Listener.Addr().String()
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantOut    string
+		wantErrSub string
+		check      func(t *testing.T, recs []server.Record)
+	}{
+		{name: "serving", args: []string{addr}, wantOut: "SERVING served-by=grpc-pod\n"},
+		{name: "metadata and authority", args: []string{"-H", "X-Route: canary", "-H", "Host: svc.example", addr},
+			wantOut: "SERVING served-by=grpc-pod\n", check: func(t *testing.T, recs []server.Record) {
+				if len(recs) != 1 || recs[0].Host != "svc.example" || recs[0].Headers["X-Route"][0] != "canary" {
+					t.Errorf("records = %+v", recs)
+				}
+			}},
+		{name: "unknown service", args: []string{"-service", "no.such.Service", addr}, wantCode: 1, wantErrSub: "NotFound"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s.Clear()
+			code, out, errs := runProbe(t, append([]string{"grpc"}, tt.args...)...)
+			if code != tt.wantCode || out != tt.wantOut || !strings.Contains(errs, tt.wantErrSub) {
+				t.Errorf("exit=%d out=%q err=%q; want exit=%d out=%q err containing %q",
+					code, out, errs, tt.wantCode, tt.wantOut, tt.wantErrSub)
+			}
+			if tt.check != nil {
+				tt.check(t, s.Received())
+			}
+		})
+	}
+	t.Run("not serving", func(t *testing.T) {
+		// A server whose health service reports NOT_SERVING: the status is printed and fails.
+		hs := health.NewServer()
+		hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+		gs := grpc.NewServer()
+		healthpb.RegisterHealthServer(gs, hs)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go gs.Serve(ln)
+		defer gs.Stop()
+		code, out, errs := runProbe(t, "grpc", ln.Addr().String())
+		if code != 1 || out != "NOT_SERVING served-by=\n" || !strings.Contains(errs, "NOT_SERVING") {
+			t.Errorf("exit=%d out=%q err=%q", code, out, errs)
+		}
+	})
+	t.Run("unreachable", func(t *testing.T) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr := ln.Addr().String()
+		ln.Close()
+		start := time.Now()
+		if code, _, errs := runProbe(t, "grpc", "-timeout", "2s", addr); code != 1 || errs == "" {
+			t.Errorf("exit=%d err=%q", code, errs)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("took %s", d)
+		}
+	})
+}
+
+func TestWS(t *testing.T) {
+	s := server.New(server.Config{Pod: "ws-pod"})
+	ts := upgradeServer(t, s)
+	wsURL := "ws://" + ts.Listener.Addr().String()
+	silent := httptest.NewServer(websocket.Handler(func(c *websocket.Conn) { io.Copy(io.Discard, c) }))
+	defer silent.Close()
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantOut    string
+		wantErrSub string
+		check      func(t *testing.T, r server.Record)
+	}{
+		{name: "messages", args: []string{wsURL + "/ws", "hello", "two words"}, wantOut: "ws-pod: hello\nws-pod: two words\n"},
+		{name: "headers", args: []string{"-H", "Host: svc.example", "-H", "Origin: http://o.example", "-H", "X-A: 1", wsURL + "/ws", "m"},
+			wantOut: "ws-pod: m\n", check: func(t *testing.T, r server.Record) {
+				if r.Host != "svc.example" || r.Headers["Origin"][0] != "http://o.example" || r.Headers["X-A"][0] != "1" {
+					t.Errorf("record = %+v", r)
+				}
+			}},
+		{name: "not a websocket", args: []string{wsURL + "/other", "m"}, wantCode: 1, wantErrSub: "handshake"},
+		{name: "http URL", args: []string{ts.URL + "/ws", "m"}, wantCode: 1, wantErrSub: "ws://"},
+		{name: "no reply", args: []string{"-timeout", "300ms", "ws://" + silent.Listener.Addr().String(), "m"}, wantCode: 1, wantErrSub: "no reply"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s.Clear()
+			start := time.Now()
+			code, out, errs := runProbe(t, append([]string{"ws"}, tt.args...)...)
+			if code != tt.wantCode || out != tt.wantOut || !strings.Contains(errs, tt.wantErrSub) {
+				t.Errorf("exit=%d out=%q err=%q; want exit=%d out=%q err containing %q",
+					code, out, errs, tt.wantCode, tt.wantOut, tt.wantErrSub)
+			}
+			if tt.check != nil {
+				recs := s.Received()
+				if len(recs) != 1 {
+					t.Fatalf("recorded %d requests", len(recs))
+				}
+				tt.check(t, recs[0])
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("took %s", d)
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	var mu sync.Mutex
+	conns := 0
+	var served atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		if r.Header.Get("X-A") != "1" || r.Method != "GET" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		if r.URL.Path == "/fail" {
+			http.Error(w, "fail", http.StatusInternalServerError)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	ts := httptest.NewUnstartedServer(h)
+	ts.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			mu.Lock()
+			conns++
+			mu.Unlock()
+		}
+	}
+	ts.Start()
+	defer ts.Close()
+
+	parse := func(t *testing.T, out string) (n, errs int, rps, p50, p99 float64) {
+		t.Helper()
+		if _, err := fmt.Sscanf(out, "requests %d\nerrors %d\nrps %g\np50-ms %g\np99-ms %g\n", &n, &errs, &rps, &p50, &p99); err != nil {
+			t.Fatalf("output %q: %v", out, err)
+		}
+		return
+	}
+	start := time.Now()
+	code, out, errs := runProbe(t, "load", "-c", "3", "-d", "300ms", "-H", "X-A: 1", ts.URL+"/ok")
+	elapsed := time.Since(start)
+	if code != 0 {
+		t.Fatalf("exit=%d out=%q err=%q", code, out, errs)
+	}
+	n, nerr, rps, p50, p99 := parse(t, out)
+	if n < 3 || nerr != 0 || rps <= 0 || p50 <= 0 || p99 < p50 || int64(n) > served.Load() {
+		t.Errorf("output %q (server served %d)", out, served.Load())
+	}
+	if elapsed < 300*time.Millisecond || elapsed > 2*time.Second {
+		t.Errorf("took %s for -d 300ms", elapsed)
+	}
+	mu.Lock()
+	if conns != 3 {
+		t.Errorf("%d connections for -c 3, want 3 kept alive", conns)
+	}
+	mu.Unlock()
+
+	// -rate 40 for 500ms: about 20 requests, not the thousands an unpaced loop sends
+	before := served.Load()
+	code, out, errs = runProbe(t, "load", "-c", "2", "-d", "500ms", "-rate", "40", "-H", "X-A: 1", ts.URL+"/ok")
+	if code != 0 {
+		t.Fatalf("paced: exit=%d out=%q err=%q", code, out, errs)
+	}
+	if n, _, _, _, _ := parse(t, out); n < 10 || n > 24 || served.Load()-before > 26 {
+		t.Errorf("-rate 40 for 500ms: %d answered, %d served; want about 20", n, served.Load()-before)
+	}
+
+	code, out, _ = runProbe(t, "load", "-c", "2", "-d", "200ms", "-H", "X-A: 1", ts.URL+"/fail")
+	if n, nerr, _, _, _ := parse(t, out); code != 1 || n != 0 || nerr == 0 {
+		t.Errorf("all failing: exit=%d output %q", code, out)
 	}
 }

@@ -36,20 +36,13 @@ bin/testcluster: FORCE
 	go build -o $@ ./test/cluster/cmd/testcluster
 
 # the image reference comes from the agent binary itself, so the CLI and image always agree.
-# Beside the static agent: Debian's iptables for agent/netfilter (make deps installs it), both
-# backends, with the extensions iptables dlopens (ldd cannot see those, so they are listed; all
-# of them, because iptables-save fails on any rule whose extension is missing and the pod's
-# rules are not ours to choose) and, by -libs, the shared libraries of all of these. /run is
-# where iptables-legacy takes its lock.
-XTABLES_BINS := /usr/sbin/xtables-legacy-multi /usr/sbin/xtables-nft-multi
+# Beside the static agent: Debian's iptables for agent/netfilter (make deps installs it; the list
+# is internal/imagepack.Xtables, which the e2e tests' image uses too) with, by -libs, the shared
+# libraries of all of it. /run is where iptables-legacy takes its lock.
 image: bin/kwarp-agent
-	for f in $(XTABLES_BINS); do [ -x "$$f" ] || { echo "$$f is missing: run make deps (Debian package iptables)" >&2; exit 1; }; done; \
-	xt=$$(ls -d /usr/lib/*-linux-gnu/xtables 2>/dev/null | head -n1); \
-	[ -n "$$xt" ] || { echo "no iptables extensions under /usr/lib/*-linux-gnu/xtables: run make deps" >&2; exit 1; }; \
-	files=""; for f in $(XTABLES_BINS) "$$xt"/libxt_*.so "$$xt"/libipt_*.so "$$xt"/libip6t_*.so; do files="$$files $$f:$$f"; done; \
 	ref=$$(bin/kwarp-agent -version | sed -n 's/^agent image: //p'); \
 	go run ./cmd/imagepack -o dist/kwarp-agent.tar -ref "$$ref" -entrypoint /kwarp-agent -dir /tmp:1777 -dir /run:0755 \
-		-libs bin/kwarp-agent $$files; \
+		-xtables -libs bin/kwarp-agent && \
 	echo "dist/kwarp-agent.tar: $$ref"
 
 # Debian packages the cluster and the tests need (installed only when missing)

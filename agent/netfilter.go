@@ -11,8 +11,8 @@ import (
 
 // netfilterState is the agent's netfilter.Redirector, made in the background when serving
 // starts (listing the target's tables takes a few iptables runs; no session waits for it),
-// after which the rules of agents that are gone are removed. The steal service will take its
-// redirects from it. It has its own netns.Dialer: iptables runs hold the worker's thread, and
+// after which the rules of agents that are gone are removed. The incoming service takes its
+// redirects from it (incomingRedirects). It has its own netns.Dialer: iptables runs hold the worker's thread, and
 // outgoing connections must not wait behind them.
 type netfilterState struct {
 	done chan struct{}
@@ -74,4 +74,29 @@ func (st *netfilterState) close(s *Server) {
 			st.ns.Close()
 		}
 	})
+}
+
+// incomingRedirects gives the incoming service the agent's Redirector.
+type incomingRedirects struct{ s *Server }
+
+var errNotServing = errors.New("the agent is not serving yet")
+
+func (r incomingRedirects) Ready(ctx context.Context) error {
+	if r.s.nf == nil {
+		return errNotServing
+	}
+	_, err := r.s.nf.redirector(ctx)
+	return err
+}
+
+func (r incomingRedirects) Redirect(port, toPort int, session string, flush bool) (func() error, error) {
+	if r.s.nf == nil {
+		return nil, errNotServing
+	}
+	rd, err := r.s.nf.redirector(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	// A mirror must not reset the connections the app is serving: it only copies them.
+	return rd.AddWith(port, toPort, session, netfilter.AddOptions{KeepEstablished: !flush})
 }

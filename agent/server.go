@@ -13,12 +13,14 @@
 //	agent/dnsserver      Dns: DNS queries from the pod, its resolv.conf and hosts
 //	agent/netfilter      redirects of the pod's incoming ports to the agent (for steal), and
 //	                     their cleanup however the agent ends
+//	agent/incoming       Incoming: the pod's incoming connections, stolen (whole port or HTTP
+//	                     requests a filter matches, agent/httpsteal) or mirrored, on tunnels
 //
 // plus the standard gRPC health service, which the CLI uses to know the agent is up.
 //
 // The agent listens on one port, since a port-forward reaches one port: gRPC connections and
-// the outgoing connections' data tunnels arrive there alike, told apart by their first four
-// bytes (Serve).
+// the data tunnels (outgoing and incoming connections') arrive there alike, told apart by
+// their first four bytes (Serve).
 package agent
 
 import (
@@ -27,8 +29,12 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kwarp-dev/kwarp/agent/api/tunnel"
@@ -37,6 +43,7 @@ import (
 	"github.com/kwarp-dev/kwarp/agent/dnsserver"
 	"github.com/kwarp-dev/kwarp/agent/envserver"
 	"github.com/kwarp-dev/kwarp/agent/fsserver"
+	"github.com/kwarp-dev/kwarp/agent/incoming"
 	"github.com/kwarp-dev/kwarp/agent/lease"
 	"github.com/kwarp-dev/kwarp/agent/netns"
 	"github.com/kwarp-dev/kwarp/agent/outgoing"
@@ -73,6 +80,12 @@ type Options struct {
 	// TunnelPairTimeout is how long an outgoing connection and its tunnel wait for each
 	// other; 0 is outgoing.DefaultPairTimeout (10s).
 	TunnelPairTimeout time.Duration
+	// IncomingTunnelTimeout is how long an incoming connection waits for its tunnel before it
+	// goes to the app; 0 is incoming.DefaultTunnelTimeout (5s).
+	IncomingTunnelTimeout time.Duration
+	// NodeIPs are the node's addresses, when known: incoming connections from them (the
+	// kubelet's probes) always go to the app, even under a whole-port steal.
+	NodeIPs []netip.Addr
 }
 
 // Server is the agent's gRPC server.
@@ -84,7 +97,9 @@ type Server struct {
 	tracker  *target.Tracker // nil: targetless
 	netns    *netns.Dialer
 	outgoing *outgoing.Server
+	incoming *incoming.Server
 	nf       *netfilterState // set by Serve
+	port     atomic.Int32    // the port Serve listens on
 	opts     Options
 	log      zerolog.Logger
 }
@@ -115,17 +130,36 @@ func New(log zerolog.Logger, opts Options) (*Server, error) {
 	s.lease = lease.New(opts.TTL, opts.IdleStart, opts.Clock)
 	s.sessions = sessionserver.New(log, s.lease, opts.Clock, s.Target)
 	s.netns = netns.New(loc)
+	inOpts := incoming.Options{
+		Sessions:      s.sessions,
+		NS:            s.netns,
+		ProcRoot:      opts.ProcRoot,
+		AgentPorts:    s.agentPorts,
+		NodeAddrs:     opts.NodeIPs,
+		TunnelTimeout: opts.IncomingTunnelTimeout,
+	}
+	if s.tracker != nil {
+		inOpts.Redirects = incomingRedirects{s}
+		inOpts.TargetPID = s.TargetPIDErr
+	} else {
+		inOpts.RedirectErr = errTargetless
+	}
+	s.incoming = incoming.New(log, inOpts)
 	s.outgoing = outgoing.New(log, s.netns, dnsserver.NewResolver(loc, s.netns), outgoing.Options{
 		PairTimeout: opts.TunnelPairTimeout,
 		Sessions:    s.sessions,
+		// Incoming connections' tunnels arrive on the same port as outgoing ones.
+		Claim: s.incoming.Claim,
 	})
 	s.sessions.OnEnd(s.outgoing.EndSession)
+	s.sessions.OnEnd(s.incoming.EndSession)
 
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	agentv1.RegisterSessionServer(s.grpc, s.sessions)
 	agentv1.RegisterEnvServer(s.grpc, envserver.New(log, loc))
 	agentv1.RegisterFsServer(s.grpc, fsserver.New(log, loc))
 	agentv1.RegisterOutgoingServer(s.grpc, s.outgoing)
+	agentv1.RegisterIncomingServer(s.grpc, s.incoming)
 	agentv1.RegisterDnsServer(s.grpc, dnsserver.New(log, loc, s.netns, dnsserver.Options{}))
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return s, nil
@@ -180,9 +214,13 @@ func (s *Server) Target() *agentv1.Target {
 // connection goes to the outgoing tunnels when they are tunnel.Magic, to gRPC otherwise, with
 // the four bytes given back.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	if ta, ok := lis.Addr().(*net.TCPAddr); ok {
+		s.port.Store(int32(ta.Port))
+	}
 	s.nf = s.startNetfilter(ctx)
 	defer func() {
 		s.nf.close(s)
+		s.incoming.Close()
 		s.outgoing.Close()
 		s.netns.Close()
 		if s.tracker != nil {
@@ -215,7 +253,10 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 func (s *Server) stop() {
 	s.health.Shutdown()
 	s.sessions.Shutdown()
-	s.outgoing.Close() // its spliced connections would otherwise outlive the agent's calls
+	// Their spliced connections would otherwise outlive the agent's calls, and Subscribe
+	// streams would hold up the graceful stop.
+	s.incoming.Close()
+	s.outgoing.Close()
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -242,14 +283,36 @@ func (s *Server) Expired() bool {
 
 // TargetPID is the target's current PID (0 when targetless or not found), for the ready line.
 func (s *Server) TargetPID() int {
+	pid, _ := s.TargetPIDErr()
+	return pid
+}
+
+// TargetPIDErr is the target's current PID, or why there is none.
+func (s *Server) TargetPIDErr() (int, error) {
 	if s.tracker == nil {
-		return 0
+		return 0, errTargetless
 	}
 	p, err := s.tracker.Process()
 	if err != nil {
-		return 0
+		return 0, err
 	}
-	return p.PID
+	return p.PID, nil
+}
+
+// agentPorts is the agent's own port when the agent listens in the target's network
+// namespace (an ephemeral container), so that it is not reported as one of the pod's.
+func (s *Server) agentPorts() []int {
+	port := int(s.port.Load())
+	pid, err := s.TargetPIDErr()
+	if port == 0 || err != nil {
+		return nil
+	}
+	self, err1 := os.Readlink("/proc/self/ns/net")
+	target, err2 := os.Readlink(filepath.Join(s.opts.ProcRoot, strconv.Itoa(pid), "ns", "net"))
+	if err1 != nil || err2 != nil || self != target {
+		return nil
+	}
+	return []int{port}
 }
 
 // peekTimeout bounds how long an accepted connection may take to send its first four bytes.

@@ -17,6 +17,7 @@ import (
 	"github.com/kwarp-dev/kwarp/kube/target"
 	"github.com/kwarp-dev/kwarp/plugins/env"
 	"github.com/kwarp-dev/kwarp/plugins/fs"
+	netplugin "github.com/kwarp-dev/kwarp/plugins/net"
 	"github.com/kwarp-dev/kwarp/sdk/schema"
 )
 
@@ -71,8 +72,8 @@ func runExec(cmd *cobra.Command, g *globals, f *execFlags, argv []string) error 
 	}
 	// the policy is read with the schemas the running plugins send, then the flags win over it
 	opts.Configure = func(schemas map[string]*schema.Block, o *core.Options) error {
-		// blocks whose built-in plugin is not served yet (dns, network, steal) are still
-		// checked, with the schema their package declares
+		// every built-in block is known even when its plugin sent no schema (a plugin
+		// binary of another version): the package's own schema checks it
 		for name, s := range builtinSchemas() {
 			if _, ok := schemas[name]; !ok {
 				schemas[name] = s
@@ -90,6 +91,11 @@ func runExec(cmd *cobra.Command, g *globals, f *execFlags, argv []string) error 
 		}
 		if f.fsMode != "" {
 			o.Blocks["fs"] = withMode(o.Blocks["fs"], f.fsMode)
+		}
+		if f.steal {
+			if o.Blocks["network"], err = withIncomingMode(o.Blocks["network"], "steal"); err != nil {
+				return fmt.Errorf("--steal: %w", err)
+			}
 		}
 		if o.Target != "" {
 			if _, _, err := target.Parse(o.Target); err != nil {
@@ -162,8 +168,27 @@ func applyPolicy(o *core.Options, p *config.Policy, g *globals) {
 	for name, feats := range p.Features {
 		if len(feats) == 1 && len(feats[0].Labels) == 0 {
 			o.Blocks[name] = feats[0].JSON
+			continue
 		}
+		// a labelled or repeated block type (steal "http" NAME) goes to its plugin as a JSON
+		// array of the blocks, in source order
+		all := make([]json.RawMessage, len(feats))
+		for i, f := range feats {
+			all[i] = f.JSON
+		}
+		o.Blocks[name], _ = json.Marshal(all)
 	}
+}
+
+// withIncomingMode sets network.incoming.mode in the network block's JSON (--steal wins over
+// the file).
+func withIncomingMode(block []byte, mode string) ([]byte, error) {
+	cfg, err := netplugin.DecodeConfig(block)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Incoming.Mode = mode
+	return json.Marshal(cfg)
 }
 
 // withMode sets "mode" in the fs block's JSON (the flag wins over the file).

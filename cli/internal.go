@@ -12,15 +12,17 @@ import (
 	"github.com/kwarp-dev/kwarp/plugins/env"
 	"github.com/kwarp-dev/kwarp/plugins/fs"
 	"github.com/kwarp-dev/kwarp/plugins/net"
+	"github.com/kwarp-dev/kwarp/plugins/steal"
 	"github.com/kwarp-dev/kwarp/sdk"
 )
 
 // builtinPlugins are served by `kwarp plugin NAME`, so kwarp ships as one file.
 var builtinPlugins = map[string]func() sdk.Plugin{
-	"env": func() sdk.Plugin { return env.New() },
-	"fs":  func() sdk.Plugin { return fs.New() },
-	"dns": func() sdk.Plugin { return dns.New() },
-	"net": func() sdk.Plugin { return net.New() },
+	"env":   func() sdk.Plugin { return env.New() },
+	"fs":    func() sdk.Plugin { return fs.New() },
+	"dns":   func() sdk.Plugin { return dns.New() },
+	"net":   func() sdk.Plugin { return net.New() },
+	"steal": func() sdk.Plugin { return steal.New() },
 }
 
 // newPluginCmd serves a built-in plugin over go-plugin; the core starts it, never a user.

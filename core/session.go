@@ -204,6 +204,17 @@ func Run(ctx context.Context, o Options) (int, error) {
 		return 0, err
 	}
 	defer netw.close()
+	var rules []seccomp.Rule
+	inbound, err := newInbound(ctx, plugins, att.resolved == nil, att.agent.Tunnel, say, log)
+	if err != nil {
+		return 0, err
+	}
+	var ih layer.IncomingHandler
+	if inbound != nil {
+		defer inbound.Close()
+		ih = inbound
+		rules = append(rules, seccomp.IncomingRules...)
+	}
 
 	var trap []string
 	// fs mode local with dns off traps no path call at all; otherwise the rule tables or the
@@ -211,16 +222,15 @@ func Run(ctx context.Context, o Options) (int, error) {
 	if fsRules.Default != sdk.RouteLocal || len(fsRules.Rules) > 0 || netw.files["/etc/resolv.conf"] != nil {
 		trap = append(trap, seccomp.FileSyscalls...)
 	}
-	var rules []seccomp.Rule
 	var nh layer.NetHandler
 	if netw.handler != nil {
-		rules, nh = seccomp.NetRules, netw.handler
+		rules, nh = append(rules, seccomp.NetRules...), netw.handler
 	}
 	restore := restorer(env, imported)
 	if restore != nil {
 		trap = append(trap, seccomp.ExecSyscalls...)
 	}
-	code, err := launch(ctx, o, env, filterSpec{trap, rules}, features, podfiles.New(handler, netw.files), nh, restore, att.hold, log)
+	code, err := launch(ctx, o, env, filterSpec{trap, rules}, features, podfiles.New(handler, netw.files), nh, ih, restore, att.hold, log)
 	handler.Flush()
 	return code, err
 }
@@ -233,7 +243,7 @@ type filterSpec struct {
 }
 
 func launch(ctx context.Context, o Options, env []string, fs filterSpec, features layer.Features,
-	h layer.Handler, nh layer.NetHandler, restore func(int, string, []string) []string, hold *Hold, log zerolog.Logger) (int, error) {
+	h layer.Handler, nh layer.NetHandler, ih layer.IncomingHandler, restore func(int, string, []string) []string, hold *Hold, log zerolog.Logger) (int, error) {
 	filter, err := seccomp.NewFilter(fs.trap, fs.rules...)
 	if err != nil {
 		return 0, err
@@ -247,8 +257,16 @@ func launch(ctx context.Context, o Options, env []string, fs filterSpec, feature
 	if err != nil {
 		return 0, err
 	}
-	// the terminal's Ctrl-C reaches the command (same process group); kwarp waits for it
-	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
+	// the terminal's Ctrl-C reaches the command (same process group); kwarp waits for it.
+	// Caught and dropped, not ignored: an ignored signal stays ignored across exec, and a
+	// command that starts with SIGINT ignored (Python, shells) would not stop on Ctrl-C.
+	terminal := make(chan os.Signal, 4)
+	signal.Notify(terminal, syscall.SIGINT, syscall.SIGQUIT)
+	defer func() { signal.Stop(terminal); close(terminal) }()
+	go func() {
+		for range terminal {
+		}
+	}()
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -269,7 +287,7 @@ func launch(ctx context.Context, o Options, env []string, fs filterSpec, feature
 	}
 	sctx, stopSup := context.WithCancel(context.Background())
 	sup := supervisor.New(listener, h, log)
-	sup.ExecEnv, sup.WaitKillable, sup.Net = restore, features.WaitKillableRecv, nh
+	sup.ExecEnv, sup.WaitKillable, sup.Net, sup.Incoming = restore, features.WaitKillableRecv, nh, ih
 	if restore != nil && !features.WaitKillableRecv {
 		log.Warn().Msg("this kernel lacks WAIT_KILLABLE_RECV (Linux 5.19): children whose launcher drops the environment will not get the pod's variables back")
 	}
@@ -498,7 +516,7 @@ type runningPlugin struct {
 }
 
 // BuiltinPlugins are served by kwarp itself: `kwarp plugin NAME`.
-var BuiltinPlugins = []string{"env", "fs", "dns", "net"}
+var BuiltinPlugins = []string{"env", "fs", "dns", "net", "steal"}
 
 // startPlugins runs the built-in plugin processes; they need no agent until Configure, so the
 // session starts them while the agent starts.

@@ -47,3 +47,7 @@ func (c *Client) Net() pluginv1.NetClient { return pluginv1.NewNetClient(c.conn)
 
 // Dns is the plugin's dns service (call only when Info listed the "dns" feature).
 func (c *Client) Dns() pluginv1.DnsClient { return pluginv1.NewDnsClient(c.conn) }
+
+// Incoming is the plugin's incoming-traffic service (call only when Info listed the
+// FeatureIncoming feature); SubscribeIncoming wraps it.
+func (c *Client) Incoming() pluginv1.IncomingClient { return pluginv1.NewIncomingClient(c.conn) }

@@ -49,6 +49,9 @@ func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error
 	if d, ok := p.Impl.(DnsPlugin); ok {
 		pluginv1.RegisterDnsServer(s, &dnsServer{impl: d})
 	}
+	if st, ok := p.Impl.(StealPlugin); ok {
+		pluginv1.RegisterIncomingServer(s, &incomingServer{impl: st})
+	}
 	return nil
 }
 
@@ -95,6 +98,9 @@ func (s *server) Info(context.Context, *pluginv1.InfoRequest) (*pluginv1.InfoRes
 	}
 	if _, ok := s.impl.(DnsPlugin); ok {
 		resp.Features = append(resp.Features, "dns")
+	}
+	if _, ok := s.impl.(StealPlugin); ok {
+		resp.Features = append(resp.Features, FeatureIncoming)
 	}
 	return resp, nil
 }

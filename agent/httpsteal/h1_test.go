@@ -438,6 +438,29 @@ func TestPassthrough(t *testing.T) {
 		}
 	})
 
+	// a line that is no request line goes to the app at once, without the client closing
+	// its side or ending a head: the app answers it as it would without kwarp
+	t.Run("not HTTP, connection left open", func(t *testing.T) {
+		app := newRawApp(t, func(c net.Conn, a *rawApp) {
+			buf := make([]byte, 100)
+			n, _ := c.Read(buf)
+			c.Write([]byte("APP saw " + string(buf[:n])))
+		})
+		local := newServer(t, "local", nil, false)
+		f := newFront(t, Options{DialApp: app.dial, SniffTimeout: -1})
+		f.add(t, "alice", "all", nil, local.dial)
+		rc := dialRaw(t, f.addr)
+		rc.send(t, "NOT HTTP AT ALL\n")
+		rc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		line, err := rc.br.ReadString('\n')
+		if err != nil || line != "APP saw NOT HTTP AT ALL\n" {
+			t.Errorf("got %q %v, want the app's answer while the connection is open", line, err)
+		}
+		if local.conns.Load() != 0 {
+			t.Error("the local process was dialed")
+		}
+	})
+
 	t.Run("malformed after a good request", func(t *testing.T) {
 		app := echoApp(t)
 		local := newServer(t, "local", nil, false)

@@ -24,10 +24,13 @@ func (c *conn) serveH1() (linger bool) {
 				return false
 			}
 		}
-		head, err := c.cr.PeekHead()
+		head, err := c.cr.PeekHeadChecked(h1.CheckRequestStart)
 		switch {
 		case err == io.EOF:
 			return false // the client closed between requests
+		case errors.Is(err, h1.ErrMalformed):
+			c.passthrough(err.Error())
+			return false
 		case errors.Is(err, h1.ErrHeadTooLarge):
 			c.passthrough("head over the limit")
 			return false

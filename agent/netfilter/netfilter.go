@@ -70,7 +70,9 @@
 // answers with a reset: the client sees the connection fail and reconnects, into the steal. A
 // TCP connection cannot move between sockets; failing fast is what "moving" can mean. (If the
 // app speaks first after the flush, its packet makes an entry without redirection and the
-// connection stays with the app until it ends.)
+// connection stays with the app until it ends.) A redirect added with
+// AddOptions.KeepEstablished (a mirror's) does neither: no flush, and its rule matches SYNs
+// only, so that connections conntrack first sees mid-stream stay with the app.
 //
 // # Cleanup: the guard, the lock and stale rules
 //
@@ -169,6 +171,7 @@ type Redirector struct {
 type redirect struct {
 	port, toPort int
 	session      string
+	synOnly      bool     // matches new connections' SYNs only (AddOptions.KeepEstablished)
 	fams         []family // the families it was added in
 	removed      bool
 }
@@ -384,6 +387,22 @@ func choose(views []backendView) (*backendView, string) {
 //
 // Several redirects may name the same port: the first added wins until it is removed.
 func (r *Redirector) Add(port, toPort int, session string) (remove func() error, err error) {
+	return r.AddWith(port, toPort, session, AddOptions{})
+}
+
+// AddOptions tune one redirect.
+type AddOptions struct {
+	// KeepEstablished leaves the connections established before the redirect with the app:
+	// for a mirror, which must not reset the clients of the app it only copies. There is no
+	// conntrack flush, and the rule matches SYNs only (--syn): a namespace where nothing used
+	// conntrack before the redirect has no entries for its open connections, and the first
+	// packet conntrack sees of one (mid-stream, taken as new) would otherwise be redirected to
+	// the agent, which answers it with a reset.
+	KeepEstablished bool
+}
+
+// AddWith is Add with options.
+func (r *Redirector) AddWith(port, toPort int, session string, o AddOptions) (remove func() error, err error) {
 	if port < 1 || port > 65535 || toPort < 1 || toPort > 65535 {
 		return nil, fmt.Errorf("netfilter: ports %d → %d: want 1 to 65535", port, toPort)
 	}
@@ -406,13 +425,13 @@ func (r *Redirector) Add(port, toPort int, session string) (remove func() error,
 	}
 	// A port already redirected keeps its connections: they are the agent's already, and
 	// resetting them would cut another session's.
-	flush := !r.skipFlush
+	flush := !r.skipFlush && !o.KeepEstablished
 	for _, o := range r.rules {
 		if o.port == port && !o.removed {
 			flush = false
 		}
 	}
-	rd := &redirect{port: port, toPort: toPort, session: session}
+	rd := &redirect{port: port, toPort: toPort, session: session, synOnly: o.KeepEstablished}
 	x := r.xt(r.backend)
 	for _, fam := range r.families {
 		err := x.do(ctx, fam, append([]string{"-A", r.Chain()}, r.redirectSpec(rd)...)...)
@@ -569,8 +588,12 @@ func (r *Redirector) jumpSpec() []string {
 }
 
 func (r *Redirector) redirectSpec(rd *redirect) []string {
-	return []string{"-p", "tcp", "--dport", fmt.Sprint(rd.port), "-m", "comment", "--comment", r.comment(rd.session),
-		"-j", "REDIRECT", "--to-ports", fmt.Sprint(rd.toPort)}
+	spec := []string{"-p", "tcp"}
+	if rd.synOnly {
+		spec = append(spec, "--syn")
+	}
+	return append(spec, "--dport", fmt.Sprint(rd.port), "-m", "comment", "--comment", r.comment(rd.session),
+		"-j", "REDIRECT", "--to-ports", fmt.Sprint(rd.toPort))
 }
 
 // ensureChain creates the agent's chain and inserts the jump to it first in PREROUTING.

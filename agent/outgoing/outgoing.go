@@ -74,6 +74,11 @@ type Options struct {
 	// Sessions, when set, refuses Connects of sessions that are not open: their connections
 	// would never be closed by the session's end.
 	Sessions Sessions
+	// Claim, when set, is offered every tunnel right after its token is read: a tunnel whose
+	// token another service issued (an incoming connection's, agent/incoming) is that
+	// service's, and Claim takes c and returns true. Tunnels and gRPC share the agent's one
+	// port, and this is where the tunnels of every capability arrive.
+	Claim func(tok tunnel.Token, c net.Conn) bool
 }
 
 // Server is the Outgoing service and the agent's side of the tunnels.
@@ -88,6 +93,8 @@ type Server struct {
 	pending map[tunnel.Token]*half
 	links   map[*link]struct{}
 	closed  bool
+	// splices counts the splice goroutines, which Close waits for: none logs after it.
+	splices sync.WaitGroup
 }
 
 // half is one side waiting for the other: a dialled socket waiting for its tunnel (conn set),
@@ -289,6 +296,9 @@ func (s *Server) ServeTunnel(c net.Conn) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
+	if s.opts.Claim != nil && s.opts.Claim(tok, c) {
+		return
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -386,6 +396,7 @@ func (s *Server) Close() {
 	for l := range links {
 		l.close()
 	}
+	s.splices.Wait()
 }
 
 // Active is the number of connections spliced now, for tests and the agent's state.
@@ -399,7 +410,11 @@ func (s *Server) Active() int {
 func (s *Server) spliceLocked(session, network string, conn, tun net.Conn, log zerolog.Logger) {
 	l := &link{session: session, network: network, conn: conn, tun: tun, log: log, start: time.Now()}
 	s.links[l] = struct{}{}
-	go s.splice(l)
+	s.splices.Add(1)
+	go func() {
+		defer s.splices.Done()
+		s.splice(l)
+	}()
 }
 
 func (s *Server) splice(l *link) {

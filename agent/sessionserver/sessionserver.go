@@ -104,6 +104,19 @@ func (s *Server) Known(id string) bool {
 	return ok
 }
 
+// Info is who opened session id (OpenRequest's user and host, empty for a session held
+// without Open); ok is false when the session is not registered. For messages that name
+// the holder of something another session wants.
+func (s *Server) Info(id string) (user, host string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess, ok := s.sessions[id]
+	if !ok {
+		return "", "", false
+	}
+	return sess.user, sess.host, true
+}
+
 // Active is the number of registered sessions.
 func (s *Server) Active() int {
 	s.mu.Lock()

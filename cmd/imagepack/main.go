@@ -5,12 +5,13 @@
 // Usage:
 //
 //	imagepack -o OUT.tar -ref NAME:TAG [-entrypoint /path] [-cmd ARG]...
-//	    [-env KEY=VALUE]... [-workdir DIR] [-dir PATH[:MODE]]... [-libs]
+//	    [-env KEY=VALUE]... [-workdir DIR] [-dir PATH[:MODE]]... [-libs] [-xtables]
 //	    SRC[:DST] ...
 //
 // DST defaults to "/" + the base name of SRC; the last ':' separates them.
 // -libs adds the shared libraries and dynamic loader each SRC needs (via
 // ldd), so dynamically linked programs run in the otherwise empty image.
+// -xtables adds this machine's iptables (imagepack.Xtables), as the agent image carries it.
 //
 // Exit status is 2 for usage errors and 1 for any other failure; on failure
 // OUT.tar is left as it was.
@@ -47,6 +48,7 @@ func run(args []string, stderr io.Writer) int {
 		entrypoint = fs.String("entrypoint", "", "entrypoint program `path` in the image")
 		workdir    = fs.String("workdir", "", "working `dir`ectory in the image")
 		libs       = fs.Bool("libs", false, "also pack the shared libraries and loader each SRC needs (ldd)")
+		xtables    = fs.Bool("xtables", false, "also pack this machine's iptables binaries and extensions (the agent's)")
 		cmd, env   listFlag
 		dirs       listFlag
 	)
@@ -100,6 +102,14 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if *entrypoint != "" {
 		spec.Entrypoint = []string{*entrypoint}
+	}
+	if *xtables {
+		xt, err := imagepack.Xtables()
+		if err != nil {
+			fmt.Fprintf(stderr, "imagepack: %v\n", err)
+			return 1
+		}
+		files = append(files, xt...)
 	}
 	if *libs {
 		var err error

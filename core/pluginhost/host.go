@@ -181,6 +181,27 @@ func (p *Plugin) Call(ctx context.Context, fn func(context.Context, *sdk.Client)
 	}
 }
 
+// Stream runs fn against the plugin without Call's timeout, for a call that lasts as long as
+// ctx (a subscription). A plugin that died before fn started is restarted once, as for Call;
+// one that dies during fn ends it with the error.
+func (p *Plugin) Stream(ctx context.Context, fn func(context.Context, *sdk.Client) error) error {
+	p.mu.Lock()
+	failed, client := p.failed, p.client
+	p.mu.Unlock()
+	if failed != nil {
+		return failed
+	}
+	if client != nil && client.Exited() {
+		if err := p.restart(ctx); err != nil {
+			return err
+		}
+	}
+	p.mu.Lock()
+	c := p.sdk
+	p.mu.Unlock()
+	return fn(ctx, c)
+}
+
 // died tells a dead plugin process apart from an error the plugin returned.
 func (p *Plugin) died(err error, client *plugin.Client) bool {
 	if client != nil && client.Exited() {

@@ -27,10 +27,11 @@ func (p *Plugin) Info() sdk.Info {
 	return sdk.Info{Name: "net", Version: Version, Blocks: map[string]any{"network": Schema}}
 }
 
-// Configure publishes the outgoing table. With no network block, TCP and UDP both go through
-// the pod with no filter, as the schema's defaults say.
+// Configure publishes the outgoing table ("net") and the incoming one ("incoming"). With no
+// network block, TCP and UDP both go through the pod with no filter and incoming traffic is
+// mirrored, as the schema's defaults say.
 func (p *Plugin) Configure(_ context.Context, c sdk.Config) (sdk.Rules, error) {
-	cfg := Config{Outgoing: Outgoing{TCP: true, UDP: true}, Incoming: Incoming{Mode: "mirror"}}
+	cfg := Config{Outgoing: Outgoing{TCP: true, UDP: true}, Incoming: Incoming{Mode: sdk.IncomingMirror}}
 	if b, ok := c.Blocks["network"]; ok {
 		var err error
 		if cfg, err = DecodeConfig(b); err != nil {
@@ -41,7 +42,16 @@ func (p *Plugin) Configure(_ context.Context, c sdk.Config) (sdk.Rules, error) {
 	if c.Agent != nil {
 		p.agent = agentv1.NewOutgoingClient(c.Agent)
 	}
-	return sdk.Rules{Tables: map[string]any{"net": Table(cfg.Outgoing)}}, nil
+	return sdk.Rules{Tables: map[string]any{"net": Table(cfg.Outgoing), "incoming": IncomingTable(cfg.Incoming)}}, nil
+}
+
+// IncomingTable is the core's view of the incoming block; the mode defaults to mirror.
+func IncomingTable(in Incoming) sdk.IncomingRules {
+	t := sdk.IncomingRules{Mode: in.Mode, IgnorePorts: in.IgnorePorts, PortMapping: in.PortMapping}
+	if t.Mode == "" {
+		t.Mode = sdk.IncomingMirror
+	}
+	return t
 }
 
 // Table is the core's view of the outgoing block.

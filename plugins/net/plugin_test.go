@@ -2,6 +2,8 @@ package net
 
 import (
 	"context"
+	"encoding/json"
+	"reflect"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -97,5 +99,68 @@ func TestConnectAsksTheAgent(t *testing.T) {
 func TestConnectWithoutAgent(t *testing.T) {
 	if _, err := New().Connect(context.Background(), "tcp", "10.0.0.1:80", nil); err == nil {
 		t.Fatal("Connect without an agent succeeded")
+	}
+}
+
+func TestIncomingTable(t *testing.T) {
+	tests := []struct {
+		name  string
+		block string
+		want  sdk.IncomingRules
+	}{
+		{"no block: mirror", "", sdk.IncomingRules{Mode: sdk.IncomingMirror}},
+		{"block without incoming: mirror", `{"outgoing":{"tcp":true,"udp":true,"filter":[]},"incoming":{"mode":"mirror","ignore_ports":null,"port_mapping":null}}`,
+			sdk.IncomingRules{Mode: sdk.IncomingMirror}},
+		{"steal with ports", `{"outgoing":{"tcp":true,"udp":true,"filter":[]},"incoming":{"mode":"steal","ignore_ports":[9090,9091],"port_mapping":{"8080":3000}}}`,
+			sdk.IncomingRules{Mode: sdk.IncomingSteal, IgnorePorts: []int{9090, 9091}, PortMapping: map[int]int{8080: 3000}}},
+		{"off", `{"outgoing":{"tcp":true,"udp":true,"filter":[]},"incoming":{"mode":"off","ignore_ports":null,"port_mapping":null}}`,
+			sdk.IncomingRules{Mode: sdk.IncomingOff}},
+		{"mode left empty by a host: mirror", `{"outgoing":{"tcp":true,"udp":true,"filter":[]},"incoming":{"mode":"","ignore_ports":null,"port_mapping":null}}`,
+			sdk.IncomingRules{Mode: sdk.IncomingMirror}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			blocks := map[string][]byte{}
+			if tt.block != "" {
+				blocks["network"] = []byte(tt.block)
+			}
+			rules, err := New().Configure(context.Background(), sdk.Config{Blocks: blocks})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := rules.Tables["incoming"]; !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("incoming table %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// The table as the core reads it: JSON, port mapping keyed by the pod port.
+func TestIncomingTableJSON(t *testing.T) {
+	blocks, diags := Schema.DecodeSource("kwarp.hcl", []byte(`network {
+  incoming {
+    mode         = "steal"
+    ignore_ports = [9090]
+    port_mapping = { "8080" = 3000 }
+  }
+}`), "network")
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	rules, err := New().Configure(context.Background(), sdk.Config{Blocks: map[string][]byte{"network": blocks[0]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := json.Marshal(rules.Tables["incoming"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back sdk.IncomingRules
+	if err := json.Unmarshal(data, &back); err != nil {
+		t.Fatal(err)
+	}
+	want := sdk.IncomingRules{Mode: sdk.IncomingSteal, IgnorePorts: []int{9090}, PortMapping: map[int]int{8080: 3000}}
+	if !reflect.DeepEqual(back, want) {
+		t.Errorf("%s read back as %+v, want %+v", data, back, want)
 	}
 }

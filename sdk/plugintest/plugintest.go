@@ -23,16 +23,7 @@ import (
 // Run checks the plugin mk makes through the gRPC path the core uses.
 func Run(t *testing.T, mk func() sdk.Plugin) {
 	t.Helper()
-	client, server := plugin.TestPluginGRPCConn(t, false, plugin.PluginSet{sdk.PluginName: &sdk.GRPCPlugin{Impl: mk()}})
-	t.Cleanup(func() { client.Close(); server.Stop() })
-	raw, err := client.Dispense(sdk.PluginName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, ok := raw.(*sdk.Client)
-	if !ok {
-		t.Fatalf("dispensed %T, want *sdk.Client", raw)
-	}
+	c := Connect(t, mk())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -65,6 +56,26 @@ func Run(t *testing.T, mk func() sdk.Plugin) {
 			t.Errorf("rule table %q is not JSON: %q", name, table)
 		}
 	}
+}
+
+// Connect serves impl over go-plugin's real gRPC path (in memory, no subprocess) and returns
+// the host's client, as the core holds it: for testing a feature service across the plugin
+// boundary (sdk.SubscribeIncoming, Client.Net…). Both ends stop with the test.
+func Connect(t testing.TB, impl sdk.Plugin) *sdk.Client {
+	t.Helper()
+	client, server := plugin.TestPluginGRPCConn(t, false, plugin.PluginSet{sdk.PluginName: &sdk.GRPCPlugin{Impl: impl}})
+	// the server first: client.Close asks a live server to stop itself (go-plugin's
+	// controller), which would race with a Stop here
+	t.Cleanup(func() { server.Stop(); client.Close() })
+	raw, err := client.Dispense(sdk.PluginName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, ok := raw.(*sdk.Client)
+	if !ok {
+		t.Fatalf("dispensed %T, want *sdk.Client", raw)
+	}
+	return c
 }
 
 // CheckSchema checks a block schema is valid and survives the JSON trip a plugin's Info makes.

@@ -1350,6 +1350,331 @@ func (x *DnsQueryResponse) GetMessage() string {
 	return ""
 }
 
+type IncomingSubscribeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"` // the pod's port
+	Mode          string                 `protobuf:"bytes,2,opt,name=mode,proto3" json:"mode,omitempty"`  // sdk.IncomingMirror ("mirror") or sdk.IncomingSteal ("steal")
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncomingSubscribeRequest) Reset() {
+	*x = IncomingSubscribeRequest{}
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncomingSubscribeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncomingSubscribeRequest) ProtoMessage() {}
+
+func (x *IncomingSubscribeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncomingSubscribeRequest.ProtoReflect.Descriptor instead.
+func (*IncomingSubscribeRequest) Descriptor() ([]byte, []int) {
+	return file_sdk_pluginv1_plugin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *IncomingSubscribeRequest) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *IncomingSubscribeRequest) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+type IncomingEventMessage struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*IncomingEventMessage_Subscribed
+	//	*IncomingEventMessage_Connection
+	//	*IncomingEventMessage_Refused
+	Event         isIncomingEventMessage_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncomingEventMessage) Reset() {
+	*x = IncomingEventMessage{}
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncomingEventMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncomingEventMessage) ProtoMessage() {}
+
+func (x *IncomingEventMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncomingEventMessage.ProtoReflect.Descriptor instead.
+func (*IncomingEventMessage) Descriptor() ([]byte, []int) {
+	return file_sdk_pluginv1_plugin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *IncomingEventMessage) GetEvent() isIncomingEventMessage_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *IncomingEventMessage) GetSubscribed() *IncomingSubscribedEvent {
+	if x != nil {
+		if x, ok := x.Event.(*IncomingEventMessage_Subscribed); ok {
+			return x.Subscribed
+		}
+	}
+	return nil
+}
+
+func (x *IncomingEventMessage) GetConnection() *IncomingConnectionEvent {
+	if x != nil {
+		if x, ok := x.Event.(*IncomingEventMessage_Connection); ok {
+			return x.Connection
+		}
+	}
+	return nil
+}
+
+func (x *IncomingEventMessage) GetRefused() *IncomingRefusedEvent {
+	if x != nil {
+		if x, ok := x.Event.(*IncomingEventMessage_Refused); ok {
+			return x.Refused
+		}
+	}
+	return nil
+}
+
+type isIncomingEventMessage_Event interface {
+	isIncomingEventMessage_Event()
+}
+
+type IncomingEventMessage_Subscribed struct {
+	Subscribed *IncomingSubscribedEvent `protobuf:"bytes,1,opt,name=subscribed,proto3,oneof"`
+}
+
+type IncomingEventMessage_Connection struct {
+	Connection *IncomingConnectionEvent `protobuf:"bytes,2,opt,name=connection,proto3,oneof"`
+}
+
+type IncomingEventMessage_Refused struct {
+	Refused *IncomingRefusedEvent `protobuf:"bytes,3,opt,name=refused,proto3,oneof"`
+}
+
+func (*IncomingEventMessage_Subscribed) isIncomingEventMessage_Event() {}
+
+func (*IncomingEventMessage_Connection) isIncomingEventMessage_Event() {}
+
+func (*IncomingEventMessage_Refused) isIncomingEventMessage_Event() {}
+
+// the redirection is in place
+type IncomingSubscribedEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PodPorts      []uint32               `protobuf:"varint,1,rep,packed,name=pod_ports,json=podPorts,proto3" json:"pod_ports,omitempty"` // the TCP ports the pod listens on
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncomingSubscribedEvent) Reset() {
+	*x = IncomingSubscribedEvent{}
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncomingSubscribedEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncomingSubscribedEvent) ProtoMessage() {}
+
+func (x *IncomingSubscribedEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncomingSubscribedEvent.ProtoReflect.Descriptor instead.
+func (*IncomingSubscribedEvent) Descriptor() ([]byte, []int) {
+	return file_sdk_pluginv1_plugin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *IncomingSubscribedEvent) GetPodPorts() []uint32 {
+	if x != nil {
+		return x.PodPorts
+	}
+	return nil
+}
+
+// a connection (or a mirrored copy) for the session: the core opens a tunnel with token
+type IncomingConnectionEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Client        string                 `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`                     // ip:port of the pod's client
+	PodLocal      string                 `protobuf:"bytes,3,opt,name=pod_local,json=podLocal,proto3" json:"pod_local,omitempty"` // ip:port it reached in the pod
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncomingConnectionEvent) Reset() {
+	*x = IncomingConnectionEvent{}
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncomingConnectionEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncomingConnectionEvent) ProtoMessage() {}
+
+func (x *IncomingConnectionEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncomingConnectionEvent.ProtoReflect.Descriptor instead.
+func (*IncomingConnectionEvent) Descriptor() ([]byte, []int) {
+	return file_sdk_pluginv1_plugin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *IncomingConnectionEvent) GetToken() []byte {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+func (x *IncomingConnectionEvent) GetClient() string {
+	if x != nil {
+		return x.Client
+	}
+	return ""
+}
+
+func (x *IncomingConnectionEvent) GetPodLocal() string {
+	if x != nil {
+		return x.PodLocal
+	}
+	return ""
+}
+
+// the agent refused the subscription (sdk.RefusedError); the stream ends after it
+type IncomingRefusedEvent struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       string                 `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	HolderSession string                 `protobuf:"bytes,2,opt,name=holder_session,json=holderSession,proto3" json:"holder_session,omitempty"`
+	HolderUser    string                 `protobuf:"bytes,3,opt,name=holder_user,json=holderUser,proto3" json:"holder_user,omitempty"`
+	HolderHost    string                 `protobuf:"bytes,4,opt,name=holder_host,json=holderHost,proto3" json:"holder_host,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IncomingRefusedEvent) Reset() {
+	*x = IncomingRefusedEvent{}
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IncomingRefusedEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IncomingRefusedEvent) ProtoMessage() {}
+
+func (x *IncomingRefusedEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_sdk_pluginv1_plugin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IncomingRefusedEvent.ProtoReflect.Descriptor instead.
+func (*IncomingRefusedEvent) Descriptor() ([]byte, []int) {
+	return file_sdk_pluginv1_plugin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *IncomingRefusedEvent) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *IncomingRefusedEvent) GetHolderSession() string {
+	if x != nil {
+		return x.HolderSession
+	}
+	return ""
+}
+
+func (x *IncomingRefusedEvent) GetHolderUser() string {
+	if x != nil {
+		return x.HolderUser
+	}
+	return ""
+}
+
+func (x *IncomingRefusedEvent) GetHolderHost() string {
+	if x != nil {
+		return x.HolderHost
+	}
+	return ""
+}
+
 var File_sdk_pluginv1_plugin_proto protoreflect.FileDescriptor
 
 const file_sdk_pluginv1_plugin_proto_rawDesc = "" +
@@ -1454,7 +1779,32 @@ const file_sdk_pluginv1_plugin_proto_rawDesc = "" +
 	"\x10DnsQueryResponse\x12\x16\n" +
 	"\x06packet\x18\x01 \x01(\fR\x06packet\x12\x14\n" +
 	"\x05errno\x18\x02 \x01(\x05R\x05errno\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage2\x9f\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"B\n" +
+	"\x18IncomingSubscribeRequest\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\tR\x04mode\"\xfa\x01\n" +
+	"\x14IncomingEventMessage\x12J\n" +
+	"\n" +
+	"subscribed\x18\x01 \x01(\v2(.kwarp.plugin.v1.IncomingSubscribedEventH\x00R\n" +
+	"subscribed\x12J\n" +
+	"\n" +
+	"connection\x18\x02 \x01(\v2(.kwarp.plugin.v1.IncomingConnectionEventH\x00R\n" +
+	"connection\x12A\n" +
+	"\arefused\x18\x03 \x01(\v2%.kwarp.plugin.v1.IncomingRefusedEventH\x00R\arefusedB\a\n" +
+	"\x05event\"6\n" +
+	"\x17IncomingSubscribedEvent\x12\x1b\n" +
+	"\tpod_ports\x18\x01 \x03(\rR\bpodPorts\"d\n" +
+	"\x17IncomingConnectionEvent\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\fR\x05token\x12\x16\n" +
+	"\x06client\x18\x02 \x01(\tR\x06client\x12\x1b\n" +
+	"\tpod_local\x18\x03 \x01(\tR\bpodLocal\"\x99\x01\n" +
+	"\x14IncomingRefusedEvent\x12\x18\n" +
+	"\amessage\x18\x01 \x01(\tR\amessage\x12%\n" +
+	"\x0eholder_session\x18\x02 \x01(\tR\rholderSession\x12\x1f\n" +
+	"\vholder_user\x18\x03 \x01(\tR\n" +
+	"holderUser\x12\x1f\n" +
+	"\vholder_host\x18\x04 \x01(\tR\n" +
+	"holderHost2\x9f\x01\n" +
 	"\x04Base\x12C\n" +
 	"\x04Info\x12\x1c.kwarp.plugin.v1.InfoRequest\x1a\x1d.kwarp.plugin.v1.InfoResponse\x12R\n" +
 	"\tConfigure\x12!.kwarp.plugin.v1.ConfigureRequest\x1a\".kwarp.plugin.v1.ConfigureResponse2S\n" +
@@ -1468,7 +1818,9 @@ const file_sdk_pluginv1_plugin_proto_rawDesc = "" +
 	"\x03Net\x12R\n" +
 	"\aConnect\x12\".kwarp.plugin.v1.NetConnectRequest\x1a#.kwarp.plugin.v1.NetConnectResponse2S\n" +
 	"\x03Dns\x12L\n" +
-	"\x05Query\x12 .kwarp.plugin.v1.DnsQueryRequest\x1a!.kwarp.plugin.v1.DnsQueryResponseB)Z'github.com/kwarp-dev/kwarp/sdk/pluginv1b\x06proto3"
+	"\x05Query\x12 .kwarp.plugin.v1.DnsQueryRequest\x1a!.kwarp.plugin.v1.DnsQueryResponse2k\n" +
+	"\bIncoming\x12_\n" +
+	"\tSubscribe\x12).kwarp.plugin.v1.IncomingSubscribeRequest\x1a%.kwarp.plugin.v1.IncomingEventMessage0\x01B)Z'github.com/kwarp-dev/kwarp/sdk/pluginv1b\x06proto3"
 
 var (
 	file_sdk_pluginv1_plugin_proto_rawDescOnce sync.Once
@@ -1483,65 +1835,75 @@ func file_sdk_pluginv1_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_sdk_pluginv1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_sdk_pluginv1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_sdk_pluginv1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_sdk_pluginv1_plugin_proto_goTypes = []any{
-	(OpenResponse_Action)(0),   // 0: kwarp.plugin.v1.OpenResponse.Action
-	(*InfoRequest)(nil),        // 1: kwarp.plugin.v1.InfoRequest
-	(*InfoResponse)(nil),       // 2: kwarp.plugin.v1.InfoResponse
-	(*ConfigureRequest)(nil),   // 3: kwarp.plugin.v1.ConfigureRequest
-	(*Session)(nil),            // 4: kwarp.plugin.v1.Session
-	(*ConfigureResponse)(nil),  // 5: kwarp.plugin.v1.ConfigureResponse
-	(*EnvVar)(nil),             // 6: kwarp.plugin.v1.EnvVar
-	(*ComputeRequest)(nil),     // 7: kwarp.plugin.v1.ComputeRequest
-	(*ComputeResponse)(nil),    // 8: kwarp.plugin.v1.ComputeResponse
-	(*OpenRequest)(nil),        // 9: kwarp.plugin.v1.OpenRequest
-	(*OpenResponse)(nil),       // 10: kwarp.plugin.v1.OpenResponse
-	(*FileInfo)(nil),           // 11: kwarp.plugin.v1.FileInfo
-	(*StatRequest)(nil),        // 12: kwarp.plugin.v1.StatRequest
-	(*StatResponse)(nil),       // 13: kwarp.plugin.v1.StatResponse
-	(*PathRequest)(nil),        // 14: kwarp.plugin.v1.PathRequest
-	(*ReadlinkResponse)(nil),   // 15: kwarp.plugin.v1.ReadlinkResponse
-	(*AccessRequest)(nil),      // 16: kwarp.plugin.v1.AccessRequest
-	(*ErrnoResponse)(nil),      // 17: kwarp.plugin.v1.ErrnoResponse
-	(*NetConnectRequest)(nil),  // 18: kwarp.plugin.v1.NetConnectRequest
-	(*NetConnectResponse)(nil), // 19: kwarp.plugin.v1.NetConnectResponse
-	(*DnsQueryRequest)(nil),    // 20: kwarp.plugin.v1.DnsQueryRequest
-	(*DnsQueryResponse)(nil),   // 21: kwarp.plugin.v1.DnsQueryResponse
-	nil,                        // 22: kwarp.plugin.v1.ConfigureRequest.BlocksEntry
-	nil,                        // 23: kwarp.plugin.v1.ConfigureResponse.RulesEntry
+	(OpenResponse_Action)(0),         // 0: kwarp.plugin.v1.OpenResponse.Action
+	(*InfoRequest)(nil),              // 1: kwarp.plugin.v1.InfoRequest
+	(*InfoResponse)(nil),             // 2: kwarp.plugin.v1.InfoResponse
+	(*ConfigureRequest)(nil),         // 3: kwarp.plugin.v1.ConfigureRequest
+	(*Session)(nil),                  // 4: kwarp.plugin.v1.Session
+	(*ConfigureResponse)(nil),        // 5: kwarp.plugin.v1.ConfigureResponse
+	(*EnvVar)(nil),                   // 6: kwarp.plugin.v1.EnvVar
+	(*ComputeRequest)(nil),           // 7: kwarp.plugin.v1.ComputeRequest
+	(*ComputeResponse)(nil),          // 8: kwarp.plugin.v1.ComputeResponse
+	(*OpenRequest)(nil),              // 9: kwarp.plugin.v1.OpenRequest
+	(*OpenResponse)(nil),             // 10: kwarp.plugin.v1.OpenResponse
+	(*FileInfo)(nil),                 // 11: kwarp.plugin.v1.FileInfo
+	(*StatRequest)(nil),              // 12: kwarp.plugin.v1.StatRequest
+	(*StatResponse)(nil),             // 13: kwarp.plugin.v1.StatResponse
+	(*PathRequest)(nil),              // 14: kwarp.plugin.v1.PathRequest
+	(*ReadlinkResponse)(nil),         // 15: kwarp.plugin.v1.ReadlinkResponse
+	(*AccessRequest)(nil),            // 16: kwarp.plugin.v1.AccessRequest
+	(*ErrnoResponse)(nil),            // 17: kwarp.plugin.v1.ErrnoResponse
+	(*NetConnectRequest)(nil),        // 18: kwarp.plugin.v1.NetConnectRequest
+	(*NetConnectResponse)(nil),       // 19: kwarp.plugin.v1.NetConnectResponse
+	(*DnsQueryRequest)(nil),          // 20: kwarp.plugin.v1.DnsQueryRequest
+	(*DnsQueryResponse)(nil),         // 21: kwarp.plugin.v1.DnsQueryResponse
+	(*IncomingSubscribeRequest)(nil), // 22: kwarp.plugin.v1.IncomingSubscribeRequest
+	(*IncomingEventMessage)(nil),     // 23: kwarp.plugin.v1.IncomingEventMessage
+	(*IncomingSubscribedEvent)(nil),  // 24: kwarp.plugin.v1.IncomingSubscribedEvent
+	(*IncomingConnectionEvent)(nil),  // 25: kwarp.plugin.v1.IncomingConnectionEvent
+	(*IncomingRefusedEvent)(nil),     // 26: kwarp.plugin.v1.IncomingRefusedEvent
+	nil,                              // 27: kwarp.plugin.v1.ConfigureRequest.BlocksEntry
+	nil,                              // 28: kwarp.plugin.v1.ConfigureResponse.RulesEntry
 }
 var file_sdk_pluginv1_plugin_proto_depIdxs = []int32{
-	22, // 0: kwarp.plugin.v1.ConfigureRequest.blocks:type_name -> kwarp.plugin.v1.ConfigureRequest.BlocksEntry
+	27, // 0: kwarp.plugin.v1.ConfigureRequest.blocks:type_name -> kwarp.plugin.v1.ConfigureRequest.BlocksEntry
 	4,  // 1: kwarp.plugin.v1.ConfigureRequest.session:type_name -> kwarp.plugin.v1.Session
-	23, // 2: kwarp.plugin.v1.ConfigureResponse.rules:type_name -> kwarp.plugin.v1.ConfigureResponse.RulesEntry
+	28, // 2: kwarp.plugin.v1.ConfigureResponse.rules:type_name -> kwarp.plugin.v1.ConfigureResponse.RulesEntry
 	6,  // 3: kwarp.plugin.v1.ComputeRequest.local:type_name -> kwarp.plugin.v1.EnvVar
 	6,  // 4: kwarp.plugin.v1.ComputeResponse.vars:type_name -> kwarp.plugin.v1.EnvVar
 	0,  // 5: kwarp.plugin.v1.OpenResponse.action:type_name -> kwarp.plugin.v1.OpenResponse.Action
 	11, // 6: kwarp.plugin.v1.OpenResponse.info:type_name -> kwarp.plugin.v1.FileInfo
 	11, // 7: kwarp.plugin.v1.StatResponse.info:type_name -> kwarp.plugin.v1.FileInfo
-	1,  // 8: kwarp.plugin.v1.Base.Info:input_type -> kwarp.plugin.v1.InfoRequest
-	3,  // 9: kwarp.plugin.v1.Base.Configure:input_type -> kwarp.plugin.v1.ConfigureRequest
-	7,  // 10: kwarp.plugin.v1.Env.Compute:input_type -> kwarp.plugin.v1.ComputeRequest
-	9,  // 11: kwarp.plugin.v1.Fs.Open:input_type -> kwarp.plugin.v1.OpenRequest
-	12, // 12: kwarp.plugin.v1.Fs.Stat:input_type -> kwarp.plugin.v1.StatRequest
-	14, // 13: kwarp.plugin.v1.Fs.Readlink:input_type -> kwarp.plugin.v1.PathRequest
-	16, // 14: kwarp.plugin.v1.Fs.Access:input_type -> kwarp.plugin.v1.AccessRequest
-	18, // 15: kwarp.plugin.v1.Net.Connect:input_type -> kwarp.plugin.v1.NetConnectRequest
-	20, // 16: kwarp.plugin.v1.Dns.Query:input_type -> kwarp.plugin.v1.DnsQueryRequest
-	2,  // 17: kwarp.plugin.v1.Base.Info:output_type -> kwarp.plugin.v1.InfoResponse
-	5,  // 18: kwarp.plugin.v1.Base.Configure:output_type -> kwarp.plugin.v1.ConfigureResponse
-	8,  // 19: kwarp.plugin.v1.Env.Compute:output_type -> kwarp.plugin.v1.ComputeResponse
-	10, // 20: kwarp.plugin.v1.Fs.Open:output_type -> kwarp.plugin.v1.OpenResponse
-	13, // 21: kwarp.plugin.v1.Fs.Stat:output_type -> kwarp.plugin.v1.StatResponse
-	15, // 22: kwarp.plugin.v1.Fs.Readlink:output_type -> kwarp.plugin.v1.ReadlinkResponse
-	17, // 23: kwarp.plugin.v1.Fs.Access:output_type -> kwarp.plugin.v1.ErrnoResponse
-	19, // 24: kwarp.plugin.v1.Net.Connect:output_type -> kwarp.plugin.v1.NetConnectResponse
-	21, // 25: kwarp.plugin.v1.Dns.Query:output_type -> kwarp.plugin.v1.DnsQueryResponse
-	17, // [17:26] is the sub-list for method output_type
-	8,  // [8:17] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	24, // 8: kwarp.plugin.v1.IncomingEventMessage.subscribed:type_name -> kwarp.plugin.v1.IncomingSubscribedEvent
+	25, // 9: kwarp.plugin.v1.IncomingEventMessage.connection:type_name -> kwarp.plugin.v1.IncomingConnectionEvent
+	26, // 10: kwarp.plugin.v1.IncomingEventMessage.refused:type_name -> kwarp.plugin.v1.IncomingRefusedEvent
+	1,  // 11: kwarp.plugin.v1.Base.Info:input_type -> kwarp.plugin.v1.InfoRequest
+	3,  // 12: kwarp.plugin.v1.Base.Configure:input_type -> kwarp.plugin.v1.ConfigureRequest
+	7,  // 13: kwarp.plugin.v1.Env.Compute:input_type -> kwarp.plugin.v1.ComputeRequest
+	9,  // 14: kwarp.plugin.v1.Fs.Open:input_type -> kwarp.plugin.v1.OpenRequest
+	12, // 15: kwarp.plugin.v1.Fs.Stat:input_type -> kwarp.plugin.v1.StatRequest
+	14, // 16: kwarp.plugin.v1.Fs.Readlink:input_type -> kwarp.plugin.v1.PathRequest
+	16, // 17: kwarp.plugin.v1.Fs.Access:input_type -> kwarp.plugin.v1.AccessRequest
+	18, // 18: kwarp.plugin.v1.Net.Connect:input_type -> kwarp.plugin.v1.NetConnectRequest
+	20, // 19: kwarp.plugin.v1.Dns.Query:input_type -> kwarp.plugin.v1.DnsQueryRequest
+	22, // 20: kwarp.plugin.v1.Incoming.Subscribe:input_type -> kwarp.plugin.v1.IncomingSubscribeRequest
+	2,  // 21: kwarp.plugin.v1.Base.Info:output_type -> kwarp.plugin.v1.InfoResponse
+	5,  // 22: kwarp.plugin.v1.Base.Configure:output_type -> kwarp.plugin.v1.ConfigureResponse
+	8,  // 23: kwarp.plugin.v1.Env.Compute:output_type -> kwarp.plugin.v1.ComputeResponse
+	10, // 24: kwarp.plugin.v1.Fs.Open:output_type -> kwarp.plugin.v1.OpenResponse
+	13, // 25: kwarp.plugin.v1.Fs.Stat:output_type -> kwarp.plugin.v1.StatResponse
+	15, // 26: kwarp.plugin.v1.Fs.Readlink:output_type -> kwarp.plugin.v1.ReadlinkResponse
+	17, // 27: kwarp.plugin.v1.Fs.Access:output_type -> kwarp.plugin.v1.ErrnoResponse
+	19, // 28: kwarp.plugin.v1.Net.Connect:output_type -> kwarp.plugin.v1.NetConnectResponse
+	21, // 29: kwarp.plugin.v1.Dns.Query:output_type -> kwarp.plugin.v1.DnsQueryResponse
+	23, // 30: kwarp.plugin.v1.Incoming.Subscribe:output_type -> kwarp.plugin.v1.IncomingEventMessage
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_sdk_pluginv1_plugin_proto_init() }
@@ -1549,15 +1911,20 @@ func file_sdk_pluginv1_plugin_proto_init() {
 	if File_sdk_pluginv1_plugin_proto != nil {
 		return
 	}
+	file_sdk_pluginv1_plugin_proto_msgTypes[22].OneofWrappers = []any{
+		(*IncomingEventMessage_Subscribed)(nil),
+		(*IncomingEventMessage_Connection)(nil),
+		(*IncomingEventMessage_Refused)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_sdk_pluginv1_plugin_proto_rawDesc), len(file_sdk_pluginv1_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   28,
 			NumExtensions: 0,
-			NumServices:   5,
+			NumServices:   6,
 		},
 		GoTypes:           file_sdk_pluginv1_plugin_proto_goTypes,
 		DependencyIndexes: file_sdk_pluginv1_plugin_proto_depIdxs,

@@ -710,3 +710,118 @@ var Dns_ServiceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "sdk/pluginv1/plugin.proto",
 }
+
+const (
+	Incoming_Subscribe_FullMethodName = "/kwarp.plugin.v1.Incoming/Subscribe"
+)
+
+// IncomingClient is the client API for Incoming service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// Incoming holds a subscription to the pod's incoming traffic on one port for as long as the
+// stream is open: the plugin asks its agent capability and relays the agent's events, in
+// order. The core ends the subscription by cancelling the call. A refusal is an event, not a
+// gRPC error, so that who holds the port survives the trip; the stream ends after it.
+type IncomingClient interface {
+	Subscribe(ctx context.Context, in *IncomingSubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[IncomingEventMessage], error)
+}
+
+type incomingClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewIncomingClient(cc grpc.ClientConnInterface) IncomingClient {
+	return &incomingClient{cc}
+}
+
+func (c *incomingClient) Subscribe(ctx context.Context, in *IncomingSubscribeRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[IncomingEventMessage], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Incoming_ServiceDesc.Streams[0], Incoming_Subscribe_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[IncomingSubscribeRequest, IncomingEventMessage]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Incoming_SubscribeClient = grpc.ServerStreamingClient[IncomingEventMessage]
+
+// IncomingServer is the server API for Incoming service.
+// All implementations must embed UnimplementedIncomingServer
+// for forward compatibility.
+//
+// Incoming holds a subscription to the pod's incoming traffic on one port for as long as the
+// stream is open: the plugin asks its agent capability and relays the agent's events, in
+// order. The core ends the subscription by cancelling the call. A refusal is an event, not a
+// gRPC error, so that who holds the port survives the trip; the stream ends after it.
+type IncomingServer interface {
+	Subscribe(*IncomingSubscribeRequest, grpc.ServerStreamingServer[IncomingEventMessage]) error
+	mustEmbedUnimplementedIncomingServer()
+}
+
+// UnimplementedIncomingServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedIncomingServer struct{}
+
+func (UnimplementedIncomingServer) Subscribe(*IncomingSubscribeRequest, grpc.ServerStreamingServer[IncomingEventMessage]) error {
+	return status.Errorf(codes.Unimplemented, "method Subscribe not implemented")
+}
+func (UnimplementedIncomingServer) mustEmbedUnimplementedIncomingServer() {}
+func (UnimplementedIncomingServer) testEmbeddedByValue()                  {}
+
+// UnsafeIncomingServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to IncomingServer will
+// result in compilation errors.
+type UnsafeIncomingServer interface {
+	mustEmbedUnimplementedIncomingServer()
+}
+
+func RegisterIncomingServer(s grpc.ServiceRegistrar, srv IncomingServer) {
+	// If the following call pancis, it indicates UnimplementedIncomingServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Incoming_ServiceDesc, srv)
+}
+
+func _Incoming_Subscribe_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(IncomingSubscribeRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(IncomingServer).Subscribe(m, &grpc.GenericServerStream[IncomingSubscribeRequest, IncomingEventMessage]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Incoming_SubscribeServer = grpc.ServerStreamingServer[IncomingEventMessage]
+
+// Incoming_ServiceDesc is the grpc.ServiceDesc for Incoming service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Incoming_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "kwarp.plugin.v1.Incoming",
+	HandlerType: (*IncomingServer)(nil),
+	Methods:     []grpc.MethodDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Subscribe",
+			Handler:       _Incoming_Subscribe_Handler,
+			ServerStreams: true,
+		},
+	},
+	Metadata: "sdk/pluginv1/plugin.proto",
+}

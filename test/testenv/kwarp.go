@@ -76,8 +76,18 @@ func AgentImage(t testing.TB) string {
 			return
 		}
 		ref := version.AgentImageRepo + ":" + KwarpVersion
-		spec := imagepack.Spec{Ref: ref, Entrypoint: []string{"/kwarp-agent"}, Dirs: []string{"/tmp:1777"},
-			Files: []imagepack.File{{Src: bin, Dst: "/kwarp-agent"}}}
+		// with iptables, as `make image` packs it: the steal tests need the real thing
+		xt, err := imagepack.Xtables()
+		if err != nil {
+			agentErr = fmt.Errorf("agent image: %w", err)
+			return
+		}
+		files, err := imagepack.WithLibraries(append([]imagepack.File{{Src: bin, Dst: "/kwarp-agent"}}, xt...))
+		if err != nil {
+			agentErr = fmt.Errorf("agent image: %w", err)
+			return
+		}
+		spec := imagepack.Spec{Ref: ref, Entrypoint: []string{"/kwarp-agent"}, Dirs: []string{"/tmp:1777", "/run:0755"}, Files: files}
 		if err := Cluster.PackAndLoad(ctx, spec); err != nil {
 			agentErr = fmt.Errorf("agent image: %w", err)
 			return

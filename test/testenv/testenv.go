@@ -66,8 +66,12 @@ func setup(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	Bin = dir
-	if _, err := cluster.BuildStatic(ctx, workloads.PackagePath("probe"), dir); err != nil {
-		return 0, err
+	// probe is the client the tests run; httpecho the sample app, run on the laptop as a
+	// local stand-in for the deployed one
+	for _, tool := range []string{"probe", "httpecho"} {
+		if _, err := cluster.BuildStatic(ctx, workloads.PackagePath(tool), dir); err != nil {
+			return 0, err
+		}
 	}
 	cancel()
 	return m.Run(), nil

@@ -10,6 +10,24 @@
 //
 // The client may write right after the header, without waiting for the status: the agent
 // reads nothing more until the tunnel is paired with its Connect.
+//
+// # Incoming tunnels
+//
+// An incoming connection (the Incoming service's IncomingConnection event) travels the other
+// way on the same kind of tunnel. The agent picks the token and sends it in the event; the
+// client opens a tunnel with it exactly as above, then writes one more byte saying whether it
+// could hand the connection to the local process:
+//
+//	client → agent: Magic, Token (the event's), Delivered or NotDelivered
+//	agent → client: StatusOK when it still wants the tunnel (else it closes it)
+//	then the connection's bytes: agent → client what the pod's client sent,
+//	     client → agent what the local process answers, until either side closes.
+//
+// Delivered means the client connected to the local process's listener; NotDelivered that
+// nothing listens there, and the agent gives the connection to the deployed app instead (a
+// steal) or drops the copy (a mirror). A tunnel that does not come within a few seconds
+// counts as NotDelivered. For a mirrored copy the agent reads and discards what the local
+// process answers: the deployed app answers the real client.
 package tunnel
 
 import (
@@ -70,6 +88,14 @@ func (s Status) Error() string {
 	}
 	return fmt.Sprintf("tunnel status %d", byte(s))
 }
+
+// The byte a client writes after the header of an incoming tunnel.
+const (
+	// Delivered: the client connected to the local process; the bytes may flow.
+	Delivered byte = 0
+	// NotDelivered: nothing listens locally; the agent sends the connection to the app.
+	NotDelivered byte = 1
+)
 
 // HeaderSize is the length of the client's header.
 const HeaderSize = len(Magic) + len(Token{})

@@ -2084,8 +2084,9 @@ func (x *Subscribed) GetPodPorts() []uint32 {
 	return nil
 }
 
-// IncomingConnection: a client connected (or, mirrored, a copy starts); open a tunnel with
-// token within 10 s.
+// IncomingConnection: a client connected (or, mirrored, a copy starts; filtered, a request
+// matched and needs a connection to the local process); open a tunnel with token within 5 s,
+// else the connection goes to the deployed app (a mirrored copy is dropped).
 type IncomingConnection struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Token         []byte                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`

@@ -964,7 +964,11 @@ const (
 // Incoming gives a session the pod's incoming traffic on a port: stolen (the deployed
 // container sees none of it, or none of the requests a filter matches) or mirrored (a copy).
 // Each connection for the session arrives as an event carrying a token; the client opens a
-// tunnel (agent/api/tunnel) with that token and the agent splices the connection into it.
+// tunnel (agent/api/tunnel) with that token, then one byte: Delivered (0, it connected to the
+// local process) or NotDelivered (1); the agent answers StatusOK and splices the connection
+// into it, or sends the connection to the deployed app. Subscribe names its session in the
+// metadata key kwarp-session-id, as Outgoing.Connect does; a session that is not open is
+// refused with FailedPrecondition.
 type IncomingClient interface {
 	// Subscribe holds a subscription while the stream is open; the agent removes its
 	// redirection when the stream ends, however it ends.
@@ -1005,7 +1009,11 @@ type Incoming_SubscribeClient = grpc.ServerStreamingClient[IncomingEvent]
 // Incoming gives a session the pod's incoming traffic on a port: stolen (the deployed
 // container sees none of it, or none of the requests a filter matches) or mirrored (a copy).
 // Each connection for the session arrives as an event carrying a token; the client opens a
-// tunnel (agent/api/tunnel) with that token and the agent splices the connection into it.
+// tunnel (agent/api/tunnel) with that token, then one byte: Delivered (0, it connected to the
+// local process) or NotDelivered (1); the agent answers StatusOK and splices the connection
+// into it, or sends the connection to the deployed app. Subscribe names its session in the
+// metadata key kwarp-session-id, as Outgoing.Connect does; a session that is not open is
+// refused with FailedPrecondition.
 type IncomingServer interface {
 	// Subscribe holds a subscription while the stream is open; the agent removes its
 	// redirection when the stream ends, however it ends.

@@ -317,3 +317,31 @@ func TestStreamingLargeBody(t *testing.T) {
 type countWriter struct{ n, writes int }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += len(p); c.writes++; return len(p), nil }
+
+// TestCheckRequestStart: a first line that cannot be a request line is malformed as soon as it
+// is seen; a start that may still become a request is not.
+func TestCheckRequestStart(t *testing.T) {
+	tests := []struct {
+		in        string
+		malformed bool
+	}{
+		{"", false},
+		{"GE", false},
+		{"GET /x HT", false},
+		{"\r\nGET / HTTP/1.1\r\n", false},
+		{"GET / HTTP/1.1\r\nHost: a\r\n", false},
+		{"PRI * HTTP/2.0\r\n", false},
+		{"NOT HTTP AT ALL\n", true},
+		{"GET /x\r\n", true},
+		{"GET / HTTP/x\r\n", true},
+		{"\x16\x03\x01\x02\x00", true}, // a TLS ClientHello
+		{"G(T ", true},
+		{"SSH-2.0-OpenSSH_9.6\r\n", true},
+	}
+	for _, tt := range tests {
+		err := CheckRequestStart([]byte(tt.in))
+		if got := errors.Is(err, ErrMalformed); got != tt.malformed || (err != nil && !got) {
+			t.Errorf("CheckRequestStart(%q) = %v, want malformed %v", tt.in, err, tt.malformed)
+		}
+	}
+}

@@ -430,3 +430,27 @@ func (fs Fields) contentLength() (n int64, ok bool, err error) {
 	}
 	return n, ok, nil
 }
+
+// CheckRequestStart looks at the start of a request head that may not be complete yet and
+// returns an ErrMalformed error as soon as its first line cannot be a request line: bytes that
+// are not HTTP then go to the app at once, as a server would answer them, instead of waiting
+// for a blank line that never comes. nil means it may still become a request.
+func CheckRequestStart(b []byte) error {
+	s := string(b)
+	for len(s) > 0 && (s[0] == '\n' || s[0] == '\r') {
+		s = s[1:]
+	}
+	line, _, complete := strings.Cut(s, "\n")
+	if complete {
+		_, err := ParseRequestHead([]byte(line + "\n\r\n"))
+		return err
+	}
+	method, _, spaced := strings.Cut(line, " ")
+	if method == "" && !spaced {
+		return nil
+	}
+	if !isToken(method) {
+		return malformed("request line %q", truncate(line))
+	}
+	return nil
+}

@@ -152,6 +152,12 @@ func (r *Reader) Peek(n int) ([]byte, error) {
 // io.ErrUnexpectedEOF when it ended inside one, and ErrHeadTooLarge for a head longer than
 // the limit; the bytes read stay buffered (Bytes) in every case.
 func (r *Reader) PeekHead() ([]byte, error) {
+	return r.PeekHeadChecked(nil)
+}
+
+// PeekHeadChecked is PeekHead that, each time it must wait for more bytes, first passes the
+// bytes of the incomplete head to check (CheckRequestStart) and returns its error.
+func (r *Reader) PeekHeadChecked(check func([]byte) error) ([]byte, error) {
 	for {
 		n, next := HeadLen(r.buf[r.r:r.w], r.scan)
 		r.scan = next
@@ -163,6 +169,11 @@ func (r *Reader) PeekHead() ([]byte, error) {
 		}
 		if r.w-r.r >= r.maxHead {
 			return nil, ErrHeadTooLarge
+		}
+		if check != nil && r.w > r.r {
+			if err := check(r.buf[r.r:r.w]); err != nil {
+				return nil, err
+			}
 		}
 		if err := r.Fill(); err != nil {
 			if err == io.EOF && r.w > r.r {

@@ -345,12 +345,14 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd, o, pos, err := parse(args, stderr)
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, "probe:", err)
-		}
-		// A known subcommand has already printed its own usage.
+		// A known subcommand has already printed its own usage. The list of subcommands
+		// comes before the error, so whoever shows only the last lines (kwarp, for an agent
+		// that exits) shows the error.
 		if cmd == nil {
 			usage(stderr)
+		}
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, "probe:", err)
 		}
 		return exitUsage
 	}

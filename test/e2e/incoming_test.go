@@ -1,0 +1,537 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kwarp-dev/kwarp/test/kube"
+	"github.com/kwarp-dev/kwarp/test/testenv"
+	"github.com/kwarp-dev/kwarp/test/workloads/httpecho/server"
+)
+
+// incomingWorld is a namespace with the sample app as the target and a client pod that sends
+// the pod's incoming traffic: requests to the sample pod's IP and to its Service, from inside
+// the cluster as real clients would.
+type incomingWorld struct {
+	ns, pod, podIP string
+	clientIP       string
+}
+
+func newIncomingWorld(t *testing.T, ctx context.Context, prefix string) incomingWorld {
+	t.Helper()
+	ns := deploy(t, ctx, prefix, "sample", "client")
+	sample, err := testenv.Env.RunningPodOf(ctx, ns, "sample")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := testenv.Env.Client.CoreV1().Pods(ns).Get(ctx, "client", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return incomingWorld{ns: ns, pod: sample.Name, podIP: sample.Status.PodIP, clientIP: client.Status.PodIP}
+}
+
+// fromClient runs probe in the client pod.
+func (w incomingWorld) fromClient(ctx context.Context, args ...string) (string, error) {
+	out, errOut, err := testenv.Env.Exec(ctx, w.ns, "client", "", append([]string{"/probe"}, args...), nil)
+	return out + errOut, err
+}
+
+// url is the sample pod's own address (port 8080) or its Service's (port 80).
+func (w incomingWorld) url(viaService bool, path string) string {
+	if viaService {
+		return "http://sample." + w.ns + ".svc.cluster.local" + path
+	}
+	return "http://" + w.podIP + ":8080" + path
+}
+
+// appReceived asks the deployed app, from inside its own container (a local connection that
+// no steal redirects), which request paths reached it.
+func (w incomingWorld) appReceived(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	out, errOut, err := testenv.Env.Exec(ctx, w.ns, w.pod, "app", []string{"/probe", "http", "http://127.0.0.1:8080/_received"}, nil)
+	if err != nil {
+		t.Fatalf("ask the app what it received: %v %s", err, errOut)
+	}
+	return out
+}
+
+// waitFor sends the probe from the client pod until check accepts its output.
+func (w incomingWorld) waitFor(t *testing.T, ctx context.Context, within time.Duration, what string, check func(string) bool, args ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		out, _ := w.fromClient(ctx, args...)
+		if check(out) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: after %s the answer is still %q", what, within, out)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// appPID is the pid, on the node, of the sample pod's app process: its environment names the
+// pod. Through it the test reads the pod's network namespace.
+func (w incomingWorld) appPID(t *testing.T) int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if !strings.HasPrefix(string(cmdline), "/httpecho\x00") {
+			continue
+		}
+		env, _ := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if bytes.Contains(env, []byte("\x00POD_NAME="+w.pod+"\x00")) || bytes.HasPrefix(env, []byte("POD_NAME="+w.pod+"\x00")) {
+			return pid
+		}
+	}
+	t.Fatalf("no app process of pod %s on the node", w.pod)
+	return 0
+}
+
+// natRules lists the nat rules of the pod's network namespace, both backends, one per line.
+func natRules(t *testing.T, pid int) []string {
+	t.Helper()
+	var rules []string
+	for _, save := range []string{"iptables-nft-save", "iptables-legacy-save"} {
+		out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n", save, "-t", "nat").Output()
+		if err != nil {
+			continue // a backend this node lacks
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(l, "-A ") || strings.HasPrefix(l, ":") {
+				rules = append(rules, save+" "+l)
+			}
+		}
+	}
+	return rules
+}
+
+func ours(rules []string) []string {
+	var out []string
+	for _, r := range rules {
+		if strings.Contains(r, "kwarp") || strings.Contains(r, "KWARP") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// waitNoRulesOfOurs waits until the pod's namespace has no rule of kwarp's and its rules are
+// the ones it had before.
+func waitNoRulesOfOurs(t *testing.T, pid int, before []string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		now := natRules(t, pid)
+		if len(ours(now)) == 0 && len(now) == len(before) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s after the session ended the pod's nat rules are\n%s\nwant as before:\n%s", within,
+				strings.Join(now, "\n"), strings.Join(before, "\n"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a command writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// bgKwarp is a kwarp session running on the laptop while the test sends traffic.
+type bgKwarp struct {
+	cmd            *exec.Cmd
+	stdout, stderr *lockedBuffer
+	done           chan struct{}
+	err            error
+}
+
+func startKwarp(t *testing.T, ctx context.Context, dir string, args ...string) *bgKwarp {
+	t.Helper()
+	cmd := testenv.Laptop.Command(ctx, testenv.KwarpBinary(t), args...)
+	cmd.Dir = dir
+	k := &bgKwarp{cmd: cmd, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = k.stdout, k.stderr
+	// kwarp's own process group: a signal for it does not reach the test
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { k.err = cmd.Wait(); close(k.done) }()
+	t.Cleanup(func() { k.stop(syscall.SIGKILL) })
+	return k
+}
+
+func (k *bgKwarp) exited() bool {
+	select {
+	case <-k.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop sends sig to kwarp's process group (kwarp, its plugins and the command, as a terminal's
+// Ctrl-C does with SIGINT) and waits for kwarp to exit.
+func (k *bgKwarp) stop(sig syscall.Signal) kwarpResult {
+	if !k.exited() {
+		_ = syscall.Kill(-k.cmd.Process.Pid, sig)
+	}
+	select {
+	case <-k.done:
+	case <-time.After(20 * time.Second):
+		_ = syscall.Kill(-k.cmd.Process.Pid, syscall.SIGKILL)
+		<-k.done
+	}
+	r := kwarpResult{stdout: k.stdout.String(), stderr: k.stderr.String()}
+	if ee, ok := k.err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	}
+	return r
+}
+
+func (k *bgKwarp) String() string {
+	return "stdout: " + k.stdout.String() + "\nstderr: " + k.stderr.String()
+}
+
+// httpechoLocal is the command line of a local stand-in for the app: the static Go server the
+// deployed container runs, under another name.
+func httpechoLocal(name string, port int) []string {
+	return []string{testenv.Tool("httpecho"), "-name", name, "-listen", ":" + strconv.Itoa(port)}
+}
+
+func writePolicy(t *testing.T, body string) (dir, path string) {
+	t.Helper()
+	dir = t.TempDir()
+	path = filepath.Join(dir, "kwarp.hcl")
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, path
+}
+
+// TestStealWholePort: with --steal, a Python http.server on the laptop takes every request to
+// the pod's port, by pod IP and through the Service, and the deployed app gets none; after
+// the session ends the app serves again and the pod's nat rules are as before.
+func TestStealWholePort(t *testing.T) {
+	ctx := kube.Context(t, 4*time.Minute)
+	w := newIncomingWorld(t, ctx, "stealall")
+	pid := w.appPID(t)
+	before := natRules(t, pid)
+	if len(ours(before)) > 0 {
+		t.Fatalf("rules of kwarp before any session: %v", ours(before))
+	}
+	dir := t.TempDir()
+	marker := "stolen-by-python-" + w.ns
+	if err := os.WriteFile(filepath.Join(dir, "marker.txt"), []byte(marker), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := startKwarp(t, ctx, dir, "exec", "-n", w.ns, "-t", "deploy/sample", "--steal", "--",
+		"python3", "-u", "-m", "http.server", "8080", "--bind", "0.0.0.0")
+	has := func(s string) func(string) bool { return func(out string) bool { return strings.Contains(out, s) } }
+	w.waitFor(t, ctx, 30*time.Second, "steal by pod IP", has(marker), "http", w.url(false, "/marker.txt"))
+	if k.exited() {
+		t.Fatalf("kwarp exited: %s", k)
+	}
+	// the requests before the steal was in place reached the app: forget them
+	if _, errOut, err := testenv.Env.Exec(ctx, w.ns, w.pod, "app", []string{"/probe", "http", "-X", "DELETE", "http://127.0.0.1:8080/_received"}, nil); err != nil {
+		t.Fatalf("clear the app's record: %v %s", err, errOut)
+	}
+	for i := range 5 {
+		out, err := w.fromClient(ctx, "http", w.url(i%2 == 0, fmt.Sprintf("/marker.txt?n=%d", i)))
+		if err != nil || !strings.Contains(out, marker) {
+			t.Errorf("request %d: %q %v; want the local server's file", i, out, err)
+		}
+	}
+	if got := w.appReceived(t, ctx); strings.Contains(got, "marker.txt") {
+		t.Errorf("the deployed app received stolen requests: %s", got)
+	}
+	if len(ours(natRules(t, pid))) == 0 {
+		t.Error("no rule of kwarp in the pod's namespace while stealing")
+	}
+	stopped := time.Now()
+	r := k.stop(syscall.SIGINT)
+	r.took = time.Since(stopped)
+	// http.server exits 0 on Ctrl-C ("Keyboard interrupt received"), and so does kwarp
+	if r.code != 0 {
+		t.Errorf("after Ctrl-C: %s", r)
+	}
+	w.waitFor(t, ctx, 15*time.Second, "the app after the session", func(out string) bool { return answeredBy(out, w.pod) },
+		"http", w.url(false, "/after"))
+	waitNoRulesOfOurs(t, pid, before, 15*time.Second)
+}
+
+// TestStealFiltered: steal "http" blocks by header, path and method send the matching
+// requests to a static Go server on the laptop and every other request to the deployed app,
+// through the pod IP and the Service, HTTP/1.1 and h2c.
+func TestStealFiltered(t *testing.T) {
+	ctx := kube.Context(t, 4*time.Minute)
+	w := newIncomingWorld(t, ctx, "stealhttp")
+	dir, policy := writePolicy(t, `
+steal "http" "by-header" {
+  port = 8080
+  match {
+    header "x-kwarp-user" { exact = "alice" }
+  }
+}
+steal "http" "by-path-and-method" {
+  port = 8080
+  match {
+    path { prefix = "/api/v2/" }
+    method = ["POST"]
+  }
+}
+steal "http" "nothing-there" {
+  port = 9999
+}
+`)
+	k := startKwarp(t, ctx, dir, append([]string{"exec", "-n", w.ns, "-t", "deploy/sample", "-f", policy, "--"},
+		httpechoLocal("local-alice", 8080)...)...)
+	local := func(out string) bool { return answeredBy(out, "local-alice") }
+	w.waitFor(t, ctx, 30*time.Second, "header match", local, "http", "-H", "x-kwarp-user: alice", w.url(false, "/h"))
+	tests := []struct {
+		name  string
+		args  []string
+		local bool
+	}{
+		{"header matches", []string{"-H", "x-kwarp-user: alice"}, true},
+		{"header differs", []string{"-H", "x-kwarp-user: bob"}, false},
+		{"no header", nil, false},
+		{"path and method match", []string{"-X", "POST", "-d", "x"}, true},
+		{"path matches, method does not", []string{"-X", "GET"}, false},
+		{"h2c, header matches", []string{"-h2c", "-H", "x-kwarp-user: alice"}, true},
+		{"h2c, no header", []string{"-h2c"}, false},
+	}
+	for _, tt := range tests {
+		for _, viaService := range []bool{false, true} {
+			path := "/other"
+			if strings.Contains(tt.name, "path") {
+				path = "/api/v2/orders"
+			}
+			args := append(append([]string{"http"}, tt.args...), w.url(viaService, path))
+			out, err := w.fromClient(ctx, args...)
+			want := w.pod
+			if tt.local {
+				want = "local-alice"
+			}
+			if err != nil || !answeredBy(out, want) {
+				t.Errorf("%s (service %v): %q %v; want an answer from %s", tt.name, viaService, out, err, want)
+			}
+			// the local server's accept named the pod's client, not kwarp's socket
+			if tt.local && !regexp.MustCompile(`"remote_addr":\s*"`+regexp.QuoteMeta(w.clientIP)+`:\d+"`).MatchString(out) {
+				t.Errorf("%s (service %v): the local server saw the request from %.200q; want the client pod %s", tt.name, viaService, out, w.clientIP)
+			}
+		}
+	}
+
+	// gRPC over h2c, WebSocket, an h2c upgrade and a large chunked body, each with and
+	// without the header
+	hostPort := func(viaService bool) string {
+		if viaService {
+			return "sample." + w.ns + ".svc.cluster.local:80"
+		}
+		return w.podIP + ":8080"
+	}
+	const bodySize = 5 << 20
+	for _, alice := range []bool{true, false} {
+		want, hdr := w.pod, []string{}
+		if alice {
+			want, hdr = "local-alice", []string{"-H", "x-kwarp-user: alice"}
+		}
+		for _, viaService := range []bool{false, true} {
+			name := fmt.Sprintf("(alice %v, service %v)", alice, viaService)
+			out, err := w.fromClient(ctx, append(append([]string{"grpc"}, hdr...), hostPort(viaService))...)
+			if err != nil || !strings.Contains(out, "SERVING served-by="+want) {
+				t.Errorf("gRPC %s: %q %v; want SERVING from %s", name, out, err, want)
+			}
+			wsURL := "ws://" + hostPort(viaService) + server.WSPath
+			out, err = w.fromClient(ctx, append(append([]string{"ws"}, hdr...), wsURL, "one", "two")...)
+			if err != nil || out != want+": one\n"+want+": two\n" {
+				t.Errorf("WebSocket %s: %q %v; want both messages answered by %s", name, out, err, want)
+			}
+			out, err = w.fromClient(ctx, append(append([]string{"http", "-h2c-upgrade"}, hdr...), w.url(viaService, "/up"))...)
+			if err != nil || !answeredBy(out, want) {
+				t.Errorf("h2c upgrade %s: %q %v; want an answer from %s", name, out, err, want)
+			}
+			out, err = w.fromClient(ctx, append(append([]string{"http", "-timeout", "30s", "-body-size", strconv.Itoa(bodySize), "-chunked"}, hdr...), w.url(viaService, "/big"))...)
+			if err != nil || !answeredBy(out, want) || !strings.Contains(out, server.GeneratedSHA256(bodySize)) {
+				t.Errorf("chunked 5 MiB body %s: %.300q %v; want it whole at %s", name, out, err, want)
+			}
+		}
+	}
+	// bytes that are not HTTP reach the app untouched: it decides (Go's server says 400)
+	out, _ := w.fromClient(ctx, "tcp", "-timeout", "3s", w.podIP+":8080", "NOT HTTP AT ALL")
+	if !strings.Contains(out, "400 Bad Request") {
+		t.Errorf("malformed request on the filtered port: %q; want the app's 400", out)
+	}
+	if k.exited() {
+		t.Fatalf("kwarp exited: %s", k)
+	}
+	k.stop(syscall.SIGINT)
+	// the steal on a port the pod does not serve was warned about, naming the pod's ports
+	if msg := k.stderr.String(); !strings.Contains(msg, "port 9999: the pod does not listen on it (it listens on") || !strings.Contains(msg, "8080") {
+		t.Errorf("no warning naming the pod's ports for port 9999:\n%s", msg)
+	}
+}
+
+// TestStealTwoDevelopers: two sessions on one workload, each with its own header filter and
+// its own local port (port_mapping), get only their own requests; the rest reach the
+// deployed app; a third session whose filter overlaps the first's is refused at start with a
+// message that names the holder.
+func TestStealTwoDevelopers(t *testing.T) {
+	ctx := kube.Context(t, 5*time.Minute)
+	w := newIncomingWorld(t, ctx, "stealtwo")
+	pid := w.appPID(t)
+	before := natRules(t, pid)
+	dev := func(user string, localPort int, match string) *bgKwarp {
+		dir, policy := writePolicy(t, fmt.Sprintf(`
+agent {
+  ttl = "2s"
+}
+network {
+  incoming {
+    port_mapping = { "8080" = %d }
+  }
+}
+steal "http" "%s" {
+  port = 8080
+  match {
+    %s
+  }
+}
+`, localPort, user, match))
+		return startKwarp(t, ctx, dir, append([]string{"exec", "-n", w.ns, "-t", "deploy/sample", "-f", policy, "--"},
+			httpechoLocal("local-"+user, localPort)...)...)
+	}
+	alice := dev("alice", 18081, `header "x-kwarp-user" { exact = "alice" }`)
+	who := func(name string) func(string) bool { return func(out string) bool { return answeredBy(out, name) } }
+	w.waitFor(t, ctx, 30*time.Second, "alice's request", who("local-alice"), "http", "-H", "x-kwarp-user: alice", w.url(false, "/a"))
+	bob := dev("bob", 18082, `header "x-kwarp-user" { exact = "bob" }`)
+	w.waitFor(t, ctx, 30*time.Second, "bob's request", who("local-bob"), "http", "-H", "x-kwarp-user: bob", w.url(false, "/b"))
+	for _, c := range []struct{ header, want string }{
+		{"alice", "local-alice"}, {"bob", "local-bob"}, {"carol", w.pod}, {"", w.pod},
+	} {
+		args := []string{"http"}
+		if c.header != "" {
+			args = append(args, "-H", "x-kwarp-user: "+c.header)
+		}
+		for _, viaService := range []bool{false, true} {
+			out, err := w.fromClient(ctx, append(args, w.url(viaService, "/two"))...)
+			if err != nil || !answeredBy(out, c.want) {
+				t.Errorf("x-kwarp-user %q (service %v): %q %v; want %s", c.header, viaService, out, err, c.want)
+			}
+		}
+	}
+
+	// an overlapping filter: refused before its command runs
+	dir, policy := writePolicy(t, `
+steal "http" "greedy" {
+  port = 8080
+  match {
+    header "x-kwarp-user" { regex = "^al" }
+  }
+}
+`)
+	r := kwarpOnLaptopIn(t, ctx, dir, nil, "exec", "-n", w.ns, "-t", "deploy/sample", "-f", policy, "--", "echo", "ran")
+	if r.code != 3 || strings.Contains(r.stdout, "ran") {
+		t.Errorf("overlapping filter: %s; want exit 3 before the command ran", r)
+	}
+	for _, s := range []string{"greedy", "alice", "8080"} {
+		if !strings.Contains(r.stderr, s) {
+			t.Errorf("the refusal does not name %q: %s", s, r.stderr)
+		}
+	}
+	if alice.exited() || bob.exited() {
+		t.Fatalf("a session exited:\nalice %s\nbob %s", alice, bob)
+	}
+	// bob leaves normally; alice's kwarp is killed: both ports go back to the app
+	bob.stop(syscall.SIGINT)
+	w.waitFor(t, ctx, 15*time.Second, "bob's requests after bob left", who(w.pod), "http", "-H", "x-kwarp-user: bob", w.url(false, "/b2"))
+	if out, err := w.fromClient(ctx, "http", "-H", "x-kwarp-user: alice", w.url(false, "/a2")); err != nil || !answeredBy(out, "local-alice") {
+		t.Errorf("alice's request after bob left: %q %v", out, err)
+	}
+	if err := syscall.Kill(alice.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor(t, ctx, 30*time.Second, "alice's requests after her kwarp was killed", who(w.pod), "http", "-H", "x-kwarp-user: alice", w.url(false, "/a3"))
+	waitNoRulesOfOurs(t, pid, before, 30*time.Second)
+	waitNoAgent(t, ctx, w.ns, 60*time.Second)
+}
+
+// TestMirror: by default the local server gets a copy of each request while the deployed app
+// answers the client.
+func TestMirror(t *testing.T) {
+	ctx := kube.Context(t, 4*time.Minute)
+	w := newIncomingWorld(t, ctx, "mirror")
+	k := startKwarp(t, ctx, "", append([]string{"exec", "-n", w.ns, "-t", "deploy/sample", "--"}, httpechoLocal("local-mirror", 8080)...)...)
+	received := func() string {
+		out, _ := testenv.Laptop.Command(ctx, testenv.Tool("probe"), "http", "http://127.0.0.1:8080/_received").CombinedOutput()
+		return string(out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		path := fmt.Sprintf("/mirrored-%d", i)
+		out, err := w.fromClient(ctx, "http", w.url(i%2 == 1, path))
+		if err != nil || !answeredBy(out, w.pod) {
+			t.Fatalf("request %d under mirror: %q %v; want the deployed app's answer", i, out, err)
+		}
+		if strings.Contains(received(), path) {
+			break
+		}
+		if time.Now().After(deadline) || k.exited() {
+			t.Fatalf("no copy reached the local server: %s\n%s", received(), k)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// once mirroring, every request is copied
+	var paths []string
+	for i := range 10 {
+		p := fmt.Sprintf("/copy-%d", i)
+		paths = append(paths, p)
+		if out, err := w.fromClient(ctx, "http", w.url(false, p)); err != nil || !answeredBy(out, w.pod) {
+			t.Errorf("request %s: %q %v", p, out, err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	got := received()
+	for _, p := range paths {
+		if !strings.Contains(got, p) {
+			t.Errorf("no copy of %s reached the local server", p)
+		}
+	}
+	k.stop(syscall.SIGINT)
+}

@@ -120,4 +120,28 @@
 // sides alternating between runs; ns/…-1000 is 5 × the median run (the time 1000 take at the
 // median pace), so a burst of load elsewhere on the machine does not land on one side's whole
 // figure. There is no goal; parity with kubectl port-forward (≤ 1.0) is what to aim for.
+//
+// # The figures of BenchmarkIncoming
+//
+// It adds test/workloads' client pod next to the bench Deployment, whose httpecho on 8080 is
+// the target; the load is `probe load` in the client pod against the bench pod's IP (8
+// keep-alive clients for 8 s per sample, 2 samples per side, alternating), and the local server
+// is httpecho (-name local) on the laptop under `kwarp exec`.
+//
+// steal-filtered: one session with `steal "http" { port = 8080, match { header
+// "x-kwarp-bench" { exact = "1" } } }`. matched-rps: requests with the header (they reach the
+// local server through the agent and the API server's port-forward) vs the same load on the
+// laptop straight to the local server over loopback; goal ≥ 0.8, which the port-forward's own
+// cost puts out of reach (the kwarp side is bound by the API server's stream relay, as kubectl
+// port-forward is). unmatched-rps and unmatched-p99: requests without the header (the agent's
+// router passes them to the app) vs the same load with no session, before the session starts;
+// goals ≥ 0.8 and p99 within +2 ms (ms-p99-added).
+//
+// mirror-2000rps: a mirror session; 32 clients paced to 2,000 requests per second in all for
+// 30 s (a late answer skips a beat, so the rate reached is printed); copies is how many the
+// local server recorded (its /_count), requests how many the app answered. Goal 1: none lost.
+//
+// steal-setup: a --steal session started while the client pod sends 200 requests per second;
+// ms-listen-to-first-request is from the local server's "listening" line to the first request
+// it recorded (polled every few ms), against one stolen request's p50 round trip. No goal.
 package bench

@@ -26,7 +26,7 @@ const (
 	inDuration  = 8 * time.Second // per sample
 	inSamples   = 2               // samples of each side of the steal figures
 	mirrorRate  = 2000            // requests per second of the mirror figure…
-	mirrorConc  = 16              // …from this many clients…
+	mirrorConc  = 32              // …from this many clients (paced: a slow answer skips a beat)…
 	mirrorFor   = 30 * time.Second
 	setupRate   = 200 // requests per second sent while the steal is set up
 	benchHeader = "x-kwarp-bench"
@@ -121,15 +121,12 @@ func (in *incoming) loadFromClient(b *testing.B, args ...string) loadResult {
 	return parseLoad(b, out)
 }
 
-// loadFromNode runs probe load on the node, which reaches the laptop's address: the baseline
-// of a request straight to the local server.
-func (in *incoming) loadFromNode(b *testing.B, args ...string) loadResult {
+// loadOnLaptop runs probe load on the laptop, next to the local server: the baseline of a
+// request straight to it (the node cannot reach the laptop: only the API server is let through).
+func (in *incoming) loadOnLaptop(b *testing.B, args ...string) loadResult {
 	b.Helper()
-	out, err := exec.CommandContext(in.ctx, testenv.Tool("probe"), append([]string{"load"}, args...)...).CombinedOutput()
-	if err != nil {
-		b.Fatalf("probe load %v on the node: %v\n%s", args, err, out)
-	}
-	return parseLoad(b, string(out))
+	out, _ := in.laptop(b, "", testenv.Tool("probe"), append([]string{"load"}, args...)...)
+	return parseLoad(b, out)
 }
 
 // session is a kwarp exec running the local server on the laptop for a figure.
@@ -269,7 +266,7 @@ func (in *incoming) filtered(b *testing.B) {
 	var matched, direct, unmatched []loadResult
 	for range inSamples {
 		matched = append(matched, in.loadFromClient(b, append(withHeader, in.url())...))
-		direct = append(direct, in.loadFromNode(b, append(load, fmt.Sprintf("http://%s:%d/bench", cluster.LaptopIP, localPort))...))
+		direct = append(direct, in.loadOnLaptop(b, append(load, fmt.Sprintf("http://127.0.0.1:%d/bench", localPort))...))
 		unmatched = append(unmatched, in.loadFromClient(b, append(load, in.url())...))
 	}
 	s.stop()

@@ -31,12 +31,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
 
 	"github.com/kwarp-dev/kwarp/agent"
+	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/agent/netfilter"
 	"github.com/kwarp-dev/kwarp/logging"
 	"github.com/kwarp-dev/kwarp/version"
@@ -103,6 +105,13 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	log := logging.New(stderr, level, "agent")
+	if v := os.Getenv(agentv1.NodeIPEnv); v != "" {
+		if ip, err := netip.ParseAddr(v); err == nil {
+			c.opts.NodeIPs = append(c.opts.NodeIPs, ip)
+		} else {
+			log.Warn().Str(agentv1.NodeIPEnv, v).Msg("not an IP address; ignored")
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

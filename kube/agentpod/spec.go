@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
+	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/kube/target"
 )
 
@@ -192,7 +193,11 @@ func buildJob(o Options, name string) *batchv1.Job {
 			Image:           o.Image,
 			ImagePullPolicy: corev1.PullIfNotPresent,
 			Args:            agentArgs(o, false),
-			Ports:           []corev1.ContainerPort{{Name: "grpc", ContainerPort: int32(o.Port), Protocol: corev1.ProtocolTCP}},
+			// the node's address: connections from it (the kubelet's probes) stay with the app
+			// under a whole-port steal, whatever address the CNI gives the node on the pod side
+			Env: []corev1.EnvVar{{Name: agentv1.NodeIPEnv, ValueFrom: &corev1.EnvVarSource{
+				FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}},
+			Ports: []corev1.ContainerPort{{Name: "grpc", ContainerPort: int32(o.Port), Protocol: corev1.ProtocolTCP}},
 			// The kubelet's gRPC probe asks the agent's health service: Ready means serving.
 			ReadinessProbe: &corev1.Probe{
 				ProbeHandler:     corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: int32(o.Port)}},

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/kube/target"
 )
 
@@ -78,6 +79,10 @@ func TestBuildJob(t *testing.T) {
 	}
 	if c.Name != ContainerName || c.Image != o.Image || c.ImagePullPolicy != corev1.PullIfNotPresent {
 		t.Errorf("container %s image %s pull %s", c.Name, c.Image, c.ImagePullPolicy)
+	}
+	if len(c.Env) != 1 || c.Env[0].Name != agentv1.NodeIPEnv || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FieldRef == nil ||
+		c.Env[0].ValueFrom.FieldRef.FieldPath != "status.hostIP" {
+		t.Errorf("env %+v, want %s from status.hostIP", c.Env, agentv1.NodeIPEnv)
 	}
 	if c.ReadinessProbe == nil || c.ReadinessProbe.GRPC == nil || c.ReadinessProbe.GRPC.Port != 7700 {
 		t.Errorf("readiness probe %+v, want gRPC on 7700", c.ReadinessProbe)

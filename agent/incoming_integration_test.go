@@ -449,11 +449,88 @@ func TestIncoming(t *testing.T) {
 
 		a.cancel()
 		b.cancel()
+		// the chain stays while a connection it redirected is open (its address
+		// translation needs the namespace's connection tracking)
+		time.Sleep(200 * time.Millisecond)
+		if natRules(t, ip.pod) == before {
+			t.Error("the chain went while a connection it redirected was open")
+		}
+		if got := h.get(t, "/after", "x-kwarp-user: alice"); got != "app GET /after 0" {
+			t.Errorf("the open connection after the subscriptions: %q", got)
+		}
+		h.c.Close()
 		waitNatRules(t, ip.pod, before)
 		waitFor(t, "the subscriptions' end", func() bool { return ip.srv.incoming.Active() == 0 })
 		if got := who(t, ip, "/6", "x-kwarp-user: alice"); got != "app GET /6 0" {
 			t.Errorf("after the subscriptions: %q", got)
 		}
+	})
+
+	// The local process reads the request and dies: the client gets a 502 at once.
+	t.Run("local process dies with a request in flight", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		must(t, err)
+		defer l.Close()
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				c.Read(make([]byte, 4096))
+				c.Close()
+			}
+		}()
+		a := subscribe(t, ip, alice, steal(appPort, headerFilter("alice-only", "alice")))
+		a.bridge(ip.agentAddr, fixed(l.Addr().String()), nil)
+		h := newHTTPConn(t, ip)
+		h.c.SetDeadline(time.Now().Add(10 * time.Second))
+		start := time.Now()
+		io.WriteString(h.c, "GET /dies HTTP/1.1\r\nHost: pod\r\nx-kwarp-user: alice\r\n\r\n")
+		resp, err := http.ReadResponse(h.r, nil)
+		if err != nil || resp.StatusCode != 502 {
+			t.Errorf("request in flight when the local process died: %v %v after %s; want a 502", resp, err, time.Since(start))
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("the 502 took %s", took)
+		}
+		a.cancel()
+		waitFor(t, "the subscription's end", func() bool { return ip.srv.incoming.Active() == 0 })
+	})
+
+	// The session ends (its CLI exits) while its local process holds a request unanswered:
+	// the client gets a 502 at once, and its connection is not reset.
+	t.Run("session ends with a request in flight", func(t *testing.T) {
+		got := make(chan struct{})
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		must(t, err)
+		defer l.Close()
+		go func() {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.Read(make([]byte, 4096))
+			close(got)
+			time.Sleep(5 * time.Second)
+		}()
+		a := subscribe(t, ip, alice, steal(appPort, headerFilter("alice-only", "alice")))
+		a.bridge(ip.agentAddr, fixed(l.Addr().String()), nil)
+		h := newHTTPConn(t, ip)
+		h.c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(h.c, "GET /held HTTP/1.1\r\nHost: pod\r\nx-kwarp-user: alice\r\n\r\n")
+		<-got
+		start := time.Now()
+		a.cancel()
+		resp, err := http.ReadResponse(h.r, nil)
+		if err != nil || resp.StatusCode != 502 {
+			t.Errorf("request in flight when the session ended: %v %v after %s; want a 502", resp, err, time.Since(start))
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("the 502 took %s", took)
+		}
+		waitFor(t, "the subscription's end", func() bool { return ip.srv.incoming.Active() == 0 })
 	})
 
 	t.Run("mirror", func(t *testing.T) {
@@ -526,6 +603,7 @@ func TestIncoming(t *testing.T) {
 		}
 		m.cancel()
 		s.cancel()
+		h.c.Close()
 		waitNatRules(t, ip.pod, before)
 	})
 

@@ -89,6 +89,17 @@ func (r incomingRedirects) Ready(ctx context.Context) error {
 	return err
 }
 
+func (r incomingRedirects) Hold() func() {
+	if r.s.nf == nil {
+		return func() {}
+	}
+	rd, err := r.s.nf.redirector(context.Background())
+	if err != nil || rd == nil {
+		return func() {}
+	}
+	return rd.Hold()
+}
+
 func (r incomingRedirects) Redirect(port, toPort int, session string, flush bool) (func() error, error) {
 	if r.s.nf == nil {
 		return nil, errNotServing

@@ -387,6 +387,7 @@ func attach(ctx context.Context, o Options, clients *kube.Clients, sessionID str
 		Client: clients.Kube, RESTConfig: clients.Config, Target: resolved,
 		Namespace: firstNonEmpty(o.AgentNamespace, o.Namespace), Image: o.AgentImage, Mode: o.AgentMode,
 		TTL: o.AgentTTL, Port: o.AgentPort, Privileged: o.Privileged, SessionID: sessionID,
+		LogLevel: agentLogLevel(o.Log),
 		Progress: func(s string) { say("%s", s) }, Log: log,
 	})
 	if err != nil {
@@ -404,6 +405,15 @@ func attach(ctx context.Context, o Options, clients *kube.Clients, sessionID str
 	}
 	log.Debug().Msg("session open")
 	return &attachment{resolved: resolved, agent: agent, conn: conn, hold: hold}, nil
+}
+
+// agentLogLevel is the level a new agent logs at: the CLI's when it asks for debug or trace
+// (so one flag shows both sides of a session), else the agent's own default.
+func agentLogLevel(l zerolog.Logger) string {
+	if lv := l.GetLevel(); lv <= zerolog.DebugLevel {
+		return lv.String()
+	}
+	return ""
 }
 
 // Hold is a session's lease on its agent.

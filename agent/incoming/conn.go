@@ -88,6 +88,8 @@ func infoFrom(ctx context.Context) (connInfo, bool) {
 
 // handle sends one accepted connection on its way: see the package doc for the order.
 func (s *Server) handle(p *port, c net.Conn) {
+	// the redirect may go before this connection ends: its address translation must stay
+	defer s.opts.Redirects.Hold()()
 	ci := connInfo{client: addrPort(c.RemoteAddr())}
 	dst, err := originalDst(c)
 	if err != nil || dst.Port() == uint16(p.lport) {

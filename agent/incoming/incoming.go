@@ -88,6 +88,9 @@ type Redirects interface {
 	// port to toPort, for session. flush: connections established before are reset (a steal);
 	// a mirror keeps them. remove undoes this redirect only.
 	Redirect(port, toPort int, session string, flush bool) (remove func() error, err error)
+	// Hold keeps what the redirected connections need (the namespace's connection tracking)
+	// while one is open; release when it closes.
+	Hold() (release func())
 }
 
 // Namespace makes sockets in the target's network namespace; *netns.Dialer is one.

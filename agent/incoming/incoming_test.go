@@ -72,6 +72,8 @@ type fakeRedirects struct {
 
 func (f *fakeRedirects) Ready(context.Context) error { return f.ready }
 
+func (f *fakeRedirects) Hold() func() { return func() {} }
+
 func (f *fakeRedirects) Redirect(port, toPort int, session string, flush bool) (func() error, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

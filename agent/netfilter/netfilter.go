@@ -164,6 +164,7 @@ type Redirector struct {
 	rules    []*redirect
 	guard    *guard
 	closed   bool
+	held     int // connections a redirect took that are still open (Hold)
 
 	skipFlush bool // tests: show what the flush changes
 }
@@ -587,6 +588,40 @@ func (r *Redirector) jumpSpec() []string {
 	return []string{"PREROUTING", "-p", "tcp", "-m", "comment", "--comment", r.comment(""), "-j", r.Chain()}
 }
 
+// keeperSpec is the first rule of our chain. It matches nothing that matters (INVALID packets
+// fall through to the namespace's own rules as before), but it uses connection tracking, and
+// the kernel tracks connections in a namespace only while a rule there needs it: the last
+// REDIRECT removed would otherwise take conntrack, and with it the address translation of the
+// connections that redirect took, which then stall (a response the agent writes never reaches
+// its client). The chain, keeper included, goes when the last redirect is gone and the last
+// connection held (Hold) has closed.
+func (r *Redirector) keeperSpec() []string {
+	return []string{"-m", "conntrack", "--ctstate", "INVALID", "-m", "comment", "--comment", r.comment(""), "-j", "RETURN"}
+}
+
+// Hold keeps the chain (and so the namespace's connection tracking) while a connection a
+// redirect took is open: call it for each accepted connection and the returned func when it
+// closes. Removing the last redirect then leaves the chain until the last held connection
+// closes.
+func (r *Redirector) Hold() (release func()) {
+	r.mu.Lock()
+	r.held++
+	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+			defer cancel()
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.held--
+			if r.held == 0 && !r.closed {
+				r.teardownIfIdle(ctx)
+			}
+		})
+	}
+}
+
 func (r *Redirector) redirectSpec(rd *redirect) []string {
 	spec := []string{"-p", "tcp"}
 	if rd.synOnly {
@@ -611,6 +646,9 @@ func (r *Redirector) ensureChain(ctx context.Context) error {
 				continue
 			}
 			return err
+		}
+		if err := x.do(ctx, fam, append([]string{"-A", r.Chain()}, r.keeperSpec()...)...); err != nil {
+			r.log.Warn().Err(err).Msg("cannot add the conntrack keeper: a connection a redirect took may stall when its redirect is removed")
 		}
 		if x.do(ctx, fam, append([]string{"-C"}, r.jumpSpec()...)...) == nil {
 			continue
@@ -669,7 +707,7 @@ func (r *Redirector) teardownIfIdle(ctx context.Context) {
 		}
 	}
 	r.rules = live
-	if len(live) > 0 || !r.chain {
+	if len(live) > 0 || !r.chain || r.held > 0 {
 		return
 	}
 	x := r.xt(r.backend)

@@ -116,6 +116,53 @@ func TestRedirectAndGiveBack(t *testing.T) {
 	}
 }
 
+// TestHoldKeepsTheChain: with a connection held, removing the last redirect leaves the chain
+// (whose keeper rule keeps the namespace's connection tracking, so the connection's address
+// translation goes on); the chain goes when the last hold is released.
+func TestHoldKeepsTheChain(t *testing.T) {
+	needNetfilter(t)
+	for _, b := range backends(t) {
+		t.Run(string(b), func(t *testing.T) {
+			tp := newTopo(t)
+			serve(t, tp.pod, ":8080", "app")
+			serve(t, tp.pod, ":18080", "agent")
+			before := snapshot(t, tp.pod)
+			r, err := New(ctxT(t), runnerFor(t, tp.pod), NewID(), Options{Log: testLog(t), Backend: b})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			remove, err := r.Add(8080, 18080, "s1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rules := snapshot(t, tp.pod); !strings.Contains(rules, "-m conntrack --ctstate INVALID -m comment --comment kwarp:"+r.ID()+": -j RETURN") {
+				t.Errorf("no conntrack keeper in the chain:\n%s", rules)
+			}
+			release := r.Hold()
+			release2 := r.Hold()
+			if err := remove(); err != nil {
+				t.Fatal(err)
+			}
+			if got := tp.who(t, app4); got != "app" {
+				t.Errorf("redirect removed, 8080 answered by %s", got)
+			}
+			if s := snapshot(t, tp.pod); s == before || !strings.Contains(s, r.Chain()) || strings.Contains(s, "REDIRECT") {
+				t.Errorf("held: want the chain without redirects:\n%s", s)
+			}
+			release()
+			release() // twice: counts once
+			if s := snapshot(t, tp.pod); !strings.Contains(s, r.Chain()) {
+				t.Errorf("one hold left, the chain went:\n%s", s)
+			}
+			release2()
+			if got := snapshot(t, tp.pod); got != before {
+				t.Errorf("rules after the last hold:\n%s\nwant:\n%s", got, before)
+			}
+		})
+	}
+}
+
 // meshRules is what istio-init installs, in short: every inbound TCP port to the proxy's 15006.
 func meshRules(t *testing.T, pid int, b Backend) {
 	multi := newXtables(b, DefaultBinDir, Here).multi

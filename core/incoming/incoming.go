@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -32,7 +33,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kwarp-dev/kwarp/agent/api/tunnel"
-	"github.com/kwarp-dev/kwarp/core/clusterdial"
 	"github.com/kwarp-dev/kwarp/layer"
 )
 
@@ -388,8 +388,54 @@ func (h *Handler) deliver(ctx context.Context, s *sub, c Conn) {
 	}
 	log.Debug().Msg("delivered")
 	h.track(local, true)
-	clusterdial.Splice(local, tun)
+	h.track(tun, true)
+	splice(local, tun, halfCloseGrace)
+	h.track(tun, false)
 	h.closeLocal(local, false)
+}
+
+// halfCloseGrace is how long a delivered connection stays half open after the process ended
+// its side. The tunnel's half-close does not reliably reach the agent (the container runtime's
+// port-forward closes the whole stream a moment after one direction ends, or never passes the
+// end on), so a process that closed its socket — or died with a request in flight — would
+// otherwise leave the pod's client waiting for an answer that cannot come. Servers that
+// half-close and go on reading are rare; a second covers the lingering close of Go's and
+// others' HTTP servers.
+const halfCloseGrace = time.Second
+
+// splice copies local and tun into each other until both directions end, and closes both.
+// The end of tun's direction (the agent closed the client's side) half-closes local and waits
+// for the process; the end of local's half-closes tun and waits at most grace for the agent.
+func splice(local net.Conn, tun net.Conn, grace time.Duration) {
+	var once sync.Once
+	closeBoth := func() { once.Do(func() { local.Close(); tun.Close() }) }
+	defer closeBoth()
+	fromLocal := make(chan struct{})
+	fromTun := make(chan struct{})
+	copyHalf := func(dst, src net.Conn, done chan struct{}) {
+		defer close(done)
+		buf := make([]byte, 32<<10)
+		if _, err := io.CopyBuffer(dst, src, buf); err != nil && !errors.Is(err, net.ErrClosed) {
+			closeBoth()
+			return
+		}
+		if cw, ok := dst.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+			closeBoth()
+		}
+	}
+	go copyHalf(tun, local, fromLocal)
+	go copyHalf(local, tun, fromTun)
+	select {
+	case <-fromTun:
+		<-fromLocal
+	case <-fromLocal:
+		select {
+		case <-fromTun:
+		case <-time.After(grace):
+			closeBoth()
+			<-fromTun
+		}
+	}
 }
 
 // dialListener connects to a listener of the process on port, with the delivering socket's

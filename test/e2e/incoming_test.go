@@ -535,3 +535,76 @@ func TestMirror(t *testing.T) {
 	}
 	k.stop(syscall.SIGINT)
 }
+
+// TestStealLocalProcessGoesAway: under a whole-port steal, a local server that stops listening
+// (and keeps running) gives the port back to the deployed app at once; under a filtered steal,
+// a local server that dies with a request in flight makes that request fail cleanly (a 502
+// from the agent, never a hang), and the next ones reach the app.
+func TestStealLocalProcessGoesAway(t *testing.T) {
+	ctx := kube.Context(t, 4*time.Minute)
+	w := newIncomingWorld(t, ctx, "stealgone")
+	app := func(out string) bool { return answeredBy(out, w.pod) }
+
+	// serves one request, closes its listener, lives on
+	const once = `import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(16)
+c, _ = s.accept(); c.recv(65536)
+c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nlocal-once")
+c.close(); s.close()
+print("closed", flush=True)
+time.sleep(120)
+`
+	k := startKwarp(t, ctx, "", "exec", "-n", w.ns, "-t", "deploy/sample", "--steal", "--", "python3", "-c", once)
+	w.waitFor(t, ctx, 30*time.Second, "the one stolen request", func(out string) bool { return strings.Contains(out, "local-once") },
+		"http", w.url(false, "/once"))
+	start := time.Now()
+	for i := range 5 {
+		out, err := w.fromClient(ctx, "http", w.url(i%2 == 1, "/after-close"))
+		if err != nil || !app(out) {
+			t.Errorf("request %d after the local listener closed: %q %v; want the app", i, out, err)
+		}
+	}
+	t.Logf("5 requests after the local listener closed took %s", time.Since(start).Round(time.Millisecond))
+	if k.exited() {
+		t.Errorf("kwarp ended although its command runs: %s", k)
+	}
+	k.stop(syscall.SIGKILL)
+
+	// reads a request and dies without answering
+	const dies = `import socket, os
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080)); s.listen(16)
+print("listening", flush=True)
+c, _ = s.accept(); c.recv(65536)
+os._exit(3)
+`
+	dir, policy := writePolicy(t, `
+steal "http" "mine" {
+  port = 8080
+  match {
+    header "x-kwarp-user" { exact = "dies" }
+  }
+}
+`)
+	k = startKwarp(t, ctx, dir, "exec", "-n", w.ns, "-t", "deploy/sample", "-f", policy, "--", "python3", "-c", dies)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(k.stdout.String(), "listening") {
+		if time.Now().After(deadline) || k.exited() {
+			t.Fatalf("the local server did not listen: %s", k)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sent := time.Now()
+	out, err := w.fromClient(ctx, "http", "-timeout", "20s", "-H", "x-kwarp-user: dies", w.url(false, "/in-flight"))
+	took := time.Since(sent)
+	if err == nil || took > 15*time.Second || !strings.Contains(out, "502") && !strings.Contains(out, "EOF") && !strings.Contains(out, "reset") {
+		t.Errorf("the request in flight when the local server died: %q %v after %s; want a 502 or a closed connection, at once", out, err, took)
+	}
+	t.Logf("the request in flight ended after %s: %q", took.Round(time.Millisecond), out)
+	r := k.stop(syscall.SIGINT)
+	if r.code != 3 {
+		t.Errorf("kwarp's exit status %d, want the command's 3", r.code)
+	}
+	w.waitFor(t, ctx, 15*time.Second, "the header's requests after the session", app, "http", "-H", "x-kwarp-user: dies", w.url(false, "/after"))
+}

@@ -72,8 +72,35 @@ func listAgents(ctx context.Context, xts []*xtables) (map[string]bool, error) {
 func removeAgents(ctx context.Context, xts []*xtables, ids map[string]bool, log zerolog.Logger) ([]string, error) {
 	touched := map[string]bool{}
 	err := listNat(ctx, xts, func(x *xtables, fam family, nat *saveTable) error {
+		// One transaction first: the jumps, then the chains (a chain still jumped to
+		// cannot be deleted). Should it fail (a rule someone removed meanwhile), the same
+		// one command at a time, each tolerating what is already gone.
+		var lines [][]string
+		for _, r := range nat.rules {
+			if ids[r.agent] && r.chain != chainName(r.agent) {
+				lines = append(lines, append([]string{"-D", r.chain}, r.args...))
+			}
+		}
+		for _, c := range nat.chains {
+			if id, ok := agentOfChain(c); ok && ids[id] {
+				lines = append(lines, []string{"-F", c}, []string{"-X", c})
+			}
+		}
+		if len(lines) > 0 && x.restoreNat(ctx, fam, lines) == nil {
+			for _, r := range nat.rules {
+				if ids[r.agent] {
+					touched[r.agent] = true
+				}
+			}
+			for _, c := range nat.chains {
+				if id, ok := agentOfChain(c); ok && ids[id] {
+					touched[id] = true
+					log.Debug().Str("backend", string(x.backend)).Str("family", fam.name).Str("chain", c).Msg("chain removed")
+				}
+			}
+			return nil
+		}
 		var errs []error
-		// The jumps first: a chain still jumped to cannot be deleted.
 		for _, r := range nat.rules {
 			if !ids[r.agent] || r.chain == chainName(r.agent) {
 				continue

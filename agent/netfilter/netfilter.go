@@ -712,11 +712,15 @@ func (r *Redirector) teardownIfIdle(ctx context.Context) {
 	}
 	x := r.xt(r.backend)
 	for _, fam := range r.families {
-		for _, args := range [][]string{
+		steps := [][]string{
 			append([]string{"-D"}, r.jumpSpec()...),
 			{"-F", r.Chain()},
 			{"-X", r.Chain()},
-		} {
+		}
+		if x.restoreNat(ctx, fam, steps) == nil {
+			continue
+		}
+		for _, args := range steps {
 			if err := x.do(ctx, fam, args...); err != nil && !isAbsent(err) {
 				r.log.Warn().Err(err).Msg("remove the agent's chain")
 				return

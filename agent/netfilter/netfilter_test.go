@@ -527,3 +527,38 @@ func TestRemoveStale(t *testing.T) {
 		again.Close()
 	}
 }
+
+// TestRestoreNatIsOneTransaction: restoreNat applies its lines together, and a line that
+// fails (deleting a rule that is not there) leaves everything as it was.
+func TestRestoreNatIsOneTransaction(t *testing.T) {
+	needNetfilter(t)
+	for _, b := range backends(t) {
+		t.Run(string(b), func(t *testing.T) {
+			tp := newTopo(t)
+			x := newXtables(b, DefaultBinDir, runnerFor(t, tp.pod))
+			ctx := ctxT(t)
+			before := snapshot(t, tp.pod)
+			for _, args := range [][]string{{"-N", "KWARP-T1"}, {"-A", "KWARP-T1", "-p", "tcp", "-j", "RETURN"},
+				{"-I", "PREROUTING", "1", "-p", "tcp", "-m", "comment", "--comment", "kwarp:T1:", "-j", "KWARP-T1"}} {
+				if err := x.do(ctx, ipv4, args...); err != nil {
+					t.Fatal(err)
+				}
+			}
+			with := snapshot(t, tp.pod)
+			jump := []string{"-D", "PREROUTING", "-p", "tcp", "-m", "comment", "--comment", "kwarp:T1:", "-j", "KWARP-T1"}
+			bad := [][]string{jump, {"-D", "PREROUTING", "-p", "udp", "-j", "KWARP-T1"}, {"-F", "KWARP-T1"}, {"-X", "KWARP-T1"}}
+			if err := x.restoreNat(ctx, ipv4, bad); err == nil {
+				t.Error("a transaction with a missing rule succeeded")
+			}
+			if got := snapshot(t, tp.pod); got != with {
+				t.Errorf("a failed transaction changed the rules:\n%s\nwant:\n%s", got, with)
+			}
+			if err := x.restoreNat(ctx, ipv4, [][]string{jump, {"-F", "KWARP-T1"}, {"-X", "KWARP-T1"}}); err != nil {
+				t.Fatal(err)
+			}
+			if got := snapshot(t, tp.pod); got != before {
+				t.Errorf("after the transaction:\n%s\nwant:\n%s", got, before)
+			}
+		})
+	}
+}

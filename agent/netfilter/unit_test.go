@@ -233,3 +233,16 @@ func TestConntrackMessages(t *testing.T) {
 		t.Error("an entry without a tuple parsed")
 	}
 }
+
+func TestQuoteRestoreArg(t *testing.T) {
+	for in, want := range map[string]string{
+		"kwarp:abc:s1": "kwarp:abc:s1",
+		"":             `""`,
+		"a b":          `"a b"`,
+		`say "hi"`:     `"say \"hi\""`,
+	} {
+		if got := quoteRestoreArg(in); got != want {
+			t.Errorf("quoteRestoreArg(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

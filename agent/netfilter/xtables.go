@@ -15,13 +15,13 @@ import (
 
 // family is an address family's pair of commands in the multi-call binaries.
 type family struct {
-	name      string
-	cmd, save string
+	name               string
+	cmd, save, restore string
 }
 
 var (
-	ipv4        = family{"ipv4", "iptables", "iptables-save"}
-	ipv6        = family{"ipv6", "ip6tables", "ip6tables-save"}
+	ipv4        = family{"ipv4", "iptables", "iptables-save", "iptables-restore"}
+	ipv6        = family{"ipv6", "ip6tables", "ip6tables-save", "ip6tables-restore"}
 	allFamilies = []family{ipv4, ipv6}
 )
 
@@ -100,11 +100,16 @@ func isBusy(err error) bool {
 // setsockopt and an nf_tables one is one batch, so a killed command changed everything or
 // nothing).
 func (x *xtables) exec(ctx context.Context, sub string, args ...string) (string, error) {
+	return x.execIn(ctx, nil, sub, args...)
+}
+
+// execIn is exec with stdin.
+func (x *xtables) execIn(ctx context.Context, stdin []byte, sub string, args ...string) (string, error) {
 	var out bytes.Buffer
 	argv := append([]string{sub}, args...)
 	err := x.ns.Run(func() error {
 		cmd := exec.CommandContext(ctx, x.multi, argv...)
-		cmd.Stdin = bytes.NewReader(nil) // not /dev/null: nothing but the binaries is needed
+		cmd.Stdin = bytes.NewReader(stdin) // not /dev/null: nothing but the binaries is needed
 		cmd.Stdout, cmd.Stderr = &out, &out
 		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin"}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -139,4 +144,35 @@ func (x *xtables) do(ctx context.Context, fam family, args ...string) error {
 		}
 	}
 	return err
+}
+
+// restoreNat applies lines (iptables-restore rule lines: "-D …", "-F …", "-X …") to the nat
+// table of fam in one transaction, without flushing anything else: they all happen or none
+// does (a legacy commit is one setsockopt, an nf_tables one a single batch), so a cleanup
+// killed halfway — the guard, when the agent's container is torn down around it — leaves the
+// namespace as it was or clean, never with a chain and no jump.
+func (x *xtables) restoreNat(ctx context.Context, fam family, lines [][]string) error {
+	var script strings.Builder
+	script.WriteString("*nat\n")
+	for _, l := range lines {
+		for i, a := range l {
+			if i > 0 {
+				script.WriteByte(' ')
+			}
+			script.WriteString(quoteRestoreArg(a))
+		}
+		script.WriteByte('\n')
+	}
+	script.WriteString("COMMIT\n")
+	_, err := x.execIn(ctx, []byte(script.String()), fam.restore, "--noflush", "-w", "5")
+	return err
+}
+
+// quoteRestoreArg quotes an argument for iptables-restore, which splits lines at spaces and
+// understands double quotes.
+func quoteRestoreArg(a string) string {
+	if a != "" && !strings.ContainsAny(a, " \t\"'\\") {
+		return a
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(a) + `"`
 }

@@ -16,6 +16,10 @@
 //
 // pid is the agent's own, target_pid the target's in the agent's PID namespace (0: targetless).
 //
+// The container's first process is a small supervisor (worker.go) that runs the agent as its
+// child and waits for it and for the netfilter guard: a crashed or killed agent still has its
+// rules removed.
+//
 // Run with netfilter.GuardArg as its first argument, the binary is the guard of an agent's
 // netfilter rules instead (agent/netfilter starts it so, the first time it adds a rule): it
 // waits for the agent to end and removes whatever rules the agent left.
@@ -46,6 +50,9 @@ import (
 )
 
 func main() {
+	if os.Getenv(workerEnv) == "" && (len(os.Args) < 2 || os.Args[1] != netfilter.GuardArg) {
+		os.Exit(superviseWorker(os.Args[1:]))
+	}
 	os.Exit(run(os.Args[1:], os.Stderr))
 }
 

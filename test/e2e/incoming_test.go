@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -607,4 +608,59 @@ steal "http" "mine" {
 		t.Errorf("kwarp's exit status %d, want the command's 3", r.code)
 	}
 	w.waitFor(t, ctx, 15*time.Second, "the header's requests after the session", app, "http", "-H", "x-kwarp-user: dies", w.url(false, "/after"))
+}
+
+// agentPIDs are the node's pids of the agents serving namespace ns: the agent processes
+// proper, not their containers' first processes (which supervise them) nor their netfilter
+// guards.
+func agentPIDs(t *testing.T, ns string) []int {
+	t.Helper()
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		args := strings.Split(string(b), "\x00")
+		env, _ := os.ReadFile("/proc/" + e.Name() + "/environ")
+		if len(args) > 1 && args[0] == "/kwarp-agent" && args[1] != "__netfilter-guard" && slices.Contains(args, "--namespace="+ns) &&
+			bytes.Contains(env, []byte("KWARP_AGENT_WORKER=1")) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestStealAgentKilled: the agent dies by SIGKILL mid-steal; its guard removes its rules, the
+// app serves the port again, and kwarp says it lost the agent (exit 3).
+func TestStealAgentKilled(t *testing.T) {
+	ctx := kube.Context(t, 4*time.Minute)
+	w := newIncomingWorld(t, ctx, "stealkill")
+	pid := w.appPID(t)
+	before := natRules(t, pid)
+	k := startKwarp(t, ctx, "", append([]string{"exec", "-n", w.ns, "-t", "deploy/sample", "--steal", "--"}, httpechoLocal("local-k", 8080)...)...)
+	w.waitFor(t, ctx, 30*time.Second, "the steal", func(out string) bool { return answeredBy(out, "local-k") }, "http", w.url(false, "/k"))
+	if len(ours(natRules(t, pid))) == 0 {
+		t.Fatal("no rule of kwarp while stealing")
+	}
+	agents := agentPIDs(t, w.ns)
+	if len(agents) != 1 {
+		t.Fatalf("agent processes of %s: %v, want one", w.ns, agents)
+	}
+	if err := syscall.Kill(agents[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitNoRulesOfOurs(t, pid, before, 10*time.Second)
+	w.waitFor(t, ctx, 10*time.Second, "the app after the agent died", func(out string) bool { return answeredBy(out, w.pod) },
+		"http", w.url(false, "/after"))
+	select {
+	case <-k.done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("kwarp still running 30s after its agent was killed: %s", k)
+	}
+	if r := k.stop(syscall.SIGKILL); r.code != 3 || !strings.Contains(r.stderr, "lost the agent") {
+		t.Errorf("kwarp after its agent was killed: %s", r)
+	}
 }

@@ -534,6 +534,39 @@ func TestMirror(t *testing.T) {
 			t.Errorf("no copy of %s reached the local server", p)
 		}
 	}
+
+	// a second developer mirrors the same port into a Python http.server on another local
+	// port: both get every copy, the app still answers
+	dir, policy := writePolicy(t, `
+network {
+  incoming {
+    port_mapping = { "8080" = 18090 }
+  }
+}
+`)
+	py := startKwarp(t, ctx, dir, "exec", "-n", w.ns, "-t", "deploy/sample", "-f", policy, "--",
+		"python3", "-u", "-m", "http.server", "18090", "--bind", "0.0.0.0")
+	deadline = time.Now().Add(30 * time.Second)
+	for i := 0; !strings.Contains(py.stderr.String(), "/py-"); i++ {
+		if out, err := w.fromClient(ctx, "http", w.url(false, fmt.Sprintf("/py-%d", i))); err != nil || !answeredBy(out, w.pod) {
+			t.Fatalf("request under two mirrors: %q %v", out, err)
+		}
+		if time.Now().After(deadline) || py.exited() {
+			t.Fatalf("no copy reached the Python server: %s", py)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if out, err := w.fromClient(ctx, "http", w.url(true, "/both")); err != nil || !answeredBy(out, w.pod) {
+		t.Fatalf("request under two mirrors: %q %v", out, err)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for !strings.Contains(py.stderr.String(), "GET /both ") || !strings.Contains(received(), "/both") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the copy of /both did not reach both mirrors:\npython: %s\ngo: %s", py.stderr.String(), received())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	py.stop(syscall.SIGINT)
 	k.stop(syscall.SIGINT)
 }
 

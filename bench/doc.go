@@ -76,12 +76,14 @@
 // a later preload tier must improve.
 //
 // peak-rss: MiB/kwarp is the sum of the peak resident sets (VmHWM, sampled every 100 ms) of the
-// kwarp process and its two plugin processes during `kwarp exec -- sleep 2`; goal ≤ 80 MiB. The
-// sum is an upper bound: the peaks need not coincide, and the three processes run one executable
+// kwarp process and its plugin processes (env, fs, dns, net, steal) during `kwarp exec -- sleep
+// 2`; goal ≤ 80 MiB. The sum is an upper bound: the peaks need not coincide, and the processes run one executable
 // whose shared pages each VmHWM counts again. MiB/kwarp-pss, the highest sum of their
 // proportional set sizes at one sample, counts shared pages once. MiB/kubectl-exec is kubectl's
-// VmHWM during `kubectl exec -- /probe sleep -timeout 2s`, for scale. MiB/agent is the agent
-// process's VmHWM over its life so far (it served the figures before this one when the whole
+// VmHWM during `kubectl exec -- /probe sleep -timeout 2s`, for scale. MiB/agent is the sum of
+// the agent's processes' VmHWM (the container's supervising first process, the agent proper,
+// and its netfilter guard when it has one) over their life so far (they served the figures
+// before this one when the whole
 // benchmark runs), read from the node's /proc: the agent runs with hostPID on this node and its
 // image has nothing kubectl exec could run. Goal ≤ 30 MiB.
 //

@@ -233,8 +233,8 @@ func (f *fixture) peakRSS(b *testing.B) {
 		if err != nil || len(pods) != 1 {
 			b.Fatalf("agent pods: %d, %v; want the one agent", len(pods), err)
 		}
-		kb, pid, seen := agentHWM(string(pods[0].UID))
-		if pid == 0 {
+		kb, procs, seen := agentHWM(string(pods[0].UID))
+		if procs == 0 {
 			b.Fatalf("no /kwarp-agent process in the cgroup of pod %s (%d agent processes on the node)", pods[0].Name, seen)
 		}
 		agent = append(agent, float64(kb)/1024)

@@ -106,11 +106,13 @@ func peaks(cmd *exec.Cmd, match func(argv []string) bool) (usage, error) {
 	}
 }
 
-// agentHWM is the VmHWM in KiB of the agent of pod podUID: the process whose command line
-// starts with /kwarp-agent and whose cgroup is that pod's (the cgroupfs driver writes the UID
-// with dashes, the systemd driver with underscores). It reports how many agent processes it
-// saw in all, to explain a miss.
-func agentHWM(podUID string) (kb int64, pid, agents int) {
+// agentHWM is the VmHWM in KiB of the agent of pod podUID, summed over its processes: those
+// whose command line starts with /kwarp-agent and whose cgroup is that pod's (the cgroupfs
+// driver writes the UID with dashes, the systemd driver with underscores) — the container's
+// supervising first process, the agent proper and, once it redirected a port, its netfilter
+// guard. It returns how many of them it summed (0: none found) and how many agent processes it
+// saw on the node in all, to explain a miss.
+func agentHWM(podUID string) (kb int64, procs, agents int) {
 	ids := []string{"pod" + podUID, "pod" + strings.ReplaceAll(podUID, "-", "_")}
 	for _, p := range processes() {
 		if p.argv[0] != "/kwarp-agent" {
@@ -122,8 +124,9 @@ func agentHWM(podUID string) (kb int64, pid, agents int) {
 			continue
 		}
 		if v, ok := vmHWM(p.pid); ok {
-			return v, p.pid, agents
+			kb += v
+			procs++
 		}
 	}
-	return 0, 0, agents
+	return kb, procs, agents
 }

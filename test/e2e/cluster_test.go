@@ -40,6 +40,27 @@ func deploy(t *testing.T, ctx context.Context, prefix string, manifests ...strin
 	return ns
 }
 
+// waitServiceNames waits until the cluster DNS answers for each Service of ns: a Deployment
+// is Ready a moment before CoreDNS has its Service's record, and a name asked in between
+// falls through the search list to the machine's own resolver.
+func waitServiceNames(t *testing.T, ctx context.Context, ns string, services ...string) {
+	t.Helper()
+	for _, svc := range services {
+		name := svc + "." + ns + ".svc.cluster.local"
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			out, err := probe(ctx, "node", "dns", "-timeout", "2s", "-server", cluster.DNSServiceIP+":53", name)
+			if err == nil && strings.TrimSpace(out) != "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the cluster DNS does not know %s after 30s: %s %v", name, out, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+}
+
 // probe runs the probe tool on the node (where=="node") or in the laptop namespace.
 func probe(ctx context.Context, where string, args ...string) (string, error) {
 	var cmd *exec.Cmd

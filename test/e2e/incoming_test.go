@@ -34,6 +34,7 @@ type incomingWorld struct {
 func newIncomingWorld(t *testing.T, ctx context.Context, prefix string) incomingWorld {
 	t.Helper()
 	ns := deploy(t, ctx, prefix, "sample", "client")
+	waitServiceNames(t, ctx, ns, "sample")
 	sample, err := testenv.Env.RunningPodOf(ctx, ns, "sample")
 	if err != nil {
 		t.Fatal(err)

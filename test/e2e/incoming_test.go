@@ -698,3 +698,64 @@ func TestStealAgentKilled(t *testing.T) {
 		t.Errorf("kwarp after its agent was killed: %s", r)
 	}
 }
+
+// TestIncomingPlainTCP: mirror and steal are not only for HTTP. The target is the echo server
+// (a banner line, then each line echoed); the local process is a line server on the laptop.
+// Mirrored, the client talks to the echo pod and the local server gets a copy of its line;
+// stolen, the client talks to the local server.
+func TestIncomingPlainTCP(t *testing.T) {
+	ctx := kube.Context(t, 4*time.Minute)
+	ns := deploy(t, ctx, "intcp", "echo", "client")
+	echo, err := testenv.Env.RunningPodOf(ctx, ns, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := echo.Status.PodIP + ":7000"
+	send := func(msg string) (string, error) {
+		out, errOut, err := testenv.Env.Exec(ctx, ns, "client", "", []string{"/probe", "tcp", "-timeout", "3s", addr, msg}, nil)
+		return out + errOut, err
+	}
+	// a line server: "local <line>" back, and the line on stdout
+	const lines = `import socketserver
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.wfile.write(b"local-banner\n")
+        for line in self.rfile:
+            print("got", line.decode().strip(), flush=True)
+            self.wfile.write(line)
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("0.0.0.0", 7000), H).serve_forever()
+`
+	for _, mode := range []string{"mirror", "steal"} {
+		t.Run(mode, func(t *testing.T) {
+			args := []string{"exec", "-n", ns, "-t", "deploy/echo"}
+			if mode == "steal" {
+				args = append(args, "--steal")
+			}
+			k := startKwarp(t, ctx, "", append(args, "--", "python3", "-c", lines)...)
+			deadline := time.Now().Add(30 * time.Second)
+			for i := 0; ; i++ {
+				msg := fmt.Sprintf("%s-line-%d", mode, i)
+				out, err := send(msg)
+				if mode == "mirror" {
+					if err != nil || !strings.Contains(out, echo.Name) {
+						t.Fatalf("mirrored: %q %v; want the echo pod's banner", out, err)
+					}
+					if strings.Contains(k.stdout.String(), "got "+msg) {
+						break
+					}
+				} else if err == nil && strings.Contains(out, "local-banner") {
+					if strings.Contains(out, echo.Name) || !strings.Contains(k.stdout.String(), "got "+msg) {
+						t.Errorf("stolen: %q, local got %q", out, k.stdout.String())
+					}
+					break
+				}
+				if time.Now().After(deadline) || k.exited() {
+					t.Fatalf("%s of plain TCP did not start: last %q %v\n%s", mode, out, err, k)
+				}
+				time.Sleep(300 * time.Millisecond)
+			}
+			k.stop(syscall.SIGKILL)
+		})
+	}
+}

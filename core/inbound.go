@@ -20,9 +20,6 @@ import (
 // traffic (mode off and no steal block, or a targetless session: there is no pod).
 func newInbound(ctx context.Context, plugins map[string]*runningPlugin, targetless bool,
 	open func(context.Context) (net.Conn, error), say func(string, ...any), log zerolog.Logger) (*incoming.Handler, error) {
-	if targetless {
-		return nil, nil
-	}
 	var ir sdk.IncomingRules
 	if err := json.Unmarshal(plugins["net"].rules["incoming"], &ir); err != nil {
 		return nil, fmt.Errorf("incoming rule table: %w", err)
@@ -32,6 +29,12 @@ func newInbound(ctx context.Context, plugins map[string]*runningPlugin, targetle
 		if err := json.Unmarshal(raw, &sr); err != nil {
 			return nil, fmt.Errorf("steal rule table: %w", err)
 		}
+	}
+	if targetless {
+		if ir.Mode == sdk.IncomingSteal || len(sr.Filtered) > 0 {
+			say("targetless session: there is no pod whose traffic to steal; --steal and steal blocks do nothing")
+		}
+		return nil, nil
 	}
 	if ir.Mode == sdk.IncomingOff && len(sr.Filtered) == 0 {
 		return nil, nil

@@ -198,6 +198,11 @@ func TestExecTargetless(t *testing.T) {
 	if strings.Count(r.stderr, "targetless session") != 1 {
 		t.Errorf("stderr should say once that the session is targetless:\n%s", r.stderr)
 	}
+	// --steal has no pod to steal from: said, not silently ignored
+	r = kwarpOnLaptop(t, ctx, nil, "exec", "-n", ns, "--steal", "--", "true")
+	if r.code != 0 || !strings.Contains(r.stderr, "no pod whose traffic to steal") {
+		t.Errorf("targetless --steal: %s", r)
+	}
 }
 
 // TestExecKilledLeavesNothing: after SIGKILL of kwarp its command, plugins and session

@@ -26,20 +26,27 @@ var (
 
 // A redirect takes the port from clients outside the pod, over IPv4 and IPv6, and giving it
 // back returns it to the app; the namespace's rules end as they began. Both backends.
+// appAndAgent is a pod with the app on 8080 and the agent on 18080, its rules before any
+// redirect, and a Redirector for backend b in it (closed when the test ends).
+func appAndAgent(t *testing.T, b Backend) (*topo, *Redirector, string) {
+	t.Helper()
+	tp := newTopo(t)
+	serve(t, tp.pod, ":8080", "app")
+	serve(t, tp.pod, ":18080", "agent")
+	before := snapshot(t, tp.pod)
+	r, err := New(ctxT(t), runnerFor(t, tp.pod), NewID(), Options{Log: testLog(t), Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return tp, r, before
+}
+
 func TestRedirectAndGiveBack(t *testing.T) {
 	needNetfilter(t)
 	for _, b := range backends(t) {
 		t.Run(string(b), func(t *testing.T) {
-			tp := newTopo(t)
-			serve(t, tp.pod, ":8080", "app")
-			serve(t, tp.pod, ":18080", "agent")
-			before := snapshot(t, tp.pod)
-
-			r, err := New(ctxT(t), runnerFor(t, tp.pod), NewID(), Options{Log: testLog(t), Backend: b})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			tp, r, before := appAndAgent(t, b)
 			if r.Backend() != b {
 				t.Fatalf("backend %s, want %s", r.Backend(), b)
 			}
@@ -123,15 +130,7 @@ func TestHoldKeepsTheChain(t *testing.T) {
 	needNetfilter(t)
 	for _, b := range backends(t) {
 		t.Run(string(b), func(t *testing.T) {
-			tp := newTopo(t)
-			serve(t, tp.pod, ":8080", "app")
-			serve(t, tp.pod, ":18080", "agent")
-			before := snapshot(t, tp.pod)
-			r, err := New(ctxT(t), runnerFor(t, tp.pod), NewID(), Options{Log: testLog(t), Backend: b})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			tp, r, before := appAndAgent(t, b)
 			remove, err := r.Add(8080, 18080, "s1")
 			if err != nil {
 				t.Fatal(err)

@@ -36,12 +36,47 @@ set -x
 bin/testcluster laptop bin/kwarp exec -n $ns -t deploy/sample -- sh -c \
   'echo "GREETING=$GREETING"; grep marker /etc/sample/app.conf; echo "hostname: $(cat /etc/hostname)"'
 set +x
+
+say "the pod's incoming traffic: a request with x-kwarp-user: demo goes to a local server"
+$kubectl -n $ns apply -f test/workloads/manifests/client.yaml >/dev/null
+$kubectl -n $ns wait --for=condition=Ready pod/client --timeout=120s >/dev/null
+www=$(mktemp -d)
+echo "answered by the developer's machine" > "$www/hello.txt"
+cat > "$www/kwarp.hcl" <<'HCL'
+steal "http" "demo" {
+  port = 8080
+  match {
+    header "x-kwarp-user" { exact = "demo" }
+  }
+}
+HCL
+set -x
+bin/testcluster laptop bin/kwarp exec -n $ns -t deploy/sample -f "$www/kwarp.hcl" -- \
+  python3 -m http.server 8080 --directory "$www" >/dev/null 2>&1 &
+set +x
+session=$!
+for _ in $(seq 60); do
+  if $kubectl -n $ns exec client -- /probe http -H "x-kwarp-user: demo" http://sample/hello.txt 2>/dev/null | grep -q developer; then
+    break
+  fi
+  sleep 0.5
+done
+echo "from a pod in the cluster, with the header:"
+$kubectl -n $ns exec client -- /probe http -H "x-kwarp-user: demo" http://sample/hello.txt | sed 's/^/    /'
+echo "and without it (the deployed app answers):"
+$kubectl -n $ns exec client -- /probe http http://sample/hello.txt | grep '"pod"' | sed 's/^/    /'
+kill -INT $session 2>/dev/null || true
+wait $session 2>/dev/null || true
+rm -rf "$www"
+
 cat <<MSG
 
 The local shell printed the pod's variable, its ConfigMap file and its hostname, though this
-machine has none of them and cannot reach the pod. Try your own command:
+machine has none of them and cannot reach the pod; a local server took the pod's requests that
+carried the header while the deployed app kept serving the rest. Try your own command:
 
     bin/testcluster laptop bin/kwarp exec -n $ns -t deploy/sample -- bash
+    bin/testcluster laptop bin/kwarp exec -n $ns -t deploy/sample --steal -- python3 -m http.server 8080
 
 'make cluster-down' removes the cluster and everything it made.
 MSG

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kwarp-dev/kwarp/test/cluster"
@@ -40,25 +42,50 @@ func deploy(t *testing.T, ctx context.Context, prefix string, manifests ...strin
 	return ns
 }
 
-// waitServiceNames waits until the cluster DNS answers for each Service of ns: a Deployment
-// is Ready a moment before CoreDNS has its Service's record, and a name asked in between
-// falls through the search list to the machine's own resolver.
+// waitServiceNames waits until each Service of ns works from the node: the cluster DNS
+// answers for its name and its ClusterIP accepts TCP on each of its TCP ports. A Deployment is
+// Ready a moment before CoreDNS has its Service's record (a name asked in between falls
+// through the search list to the machine's own resolver) and before kube-proxy has its rules
+// (a connect in between is refused).
 func waitServiceNames(t *testing.T, ctx context.Context, ns string, services ...string) {
 	t.Helper()
-	for _, svc := range services {
-		name := svc + "." + ns + ".svc.cluster.local"
+	for _, name := range services {
+		fqdn := name + "." + ns + ".svc.cluster.local"
+		svc, err := testenv.Env.Client.CoreV1().Services(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			out, err := probe(ctx, "node", "dns", "-timeout", "2s", "-server", cluster.DNSServiceIP+":53", name)
-			if err == nil && strings.TrimSpace(out) != "" {
+			ok, why := serviceAnswers(ctx, fqdn, svc)
+			if ok {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("the cluster DNS does not know %s after 30s: %s %v", name, out, err)
+				t.Fatalf("Service %s does not work from the node after 30s: %s", fqdn, why)
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+}
+
+func serviceAnswers(ctx context.Context, fqdn string, svc *corev1.Service) (bool, string) {
+	out, err := probe(ctx, "node", "dns", "-timeout", "2s", "-server", cluster.DNSServiceIP+":53", fqdn)
+	if err != nil || strings.TrimSpace(out) == "" {
+		return false, fmt.Sprintf("DNS: %q %v", out, err)
+	}
+	for _, p := range svc.Spec.Ports {
+		if p.Protocol != corev1.ProtocolTCP {
+			continue
+		}
+		addr := net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(int(p.Port)))
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false, fmt.Sprintf("connect %s: %v", addr, err)
+		}
+		c.Close()
+	}
+	return true, ""
 }
 
 // probe runs the probe tool on the node (where=="node") or in the laptop namespace.

@@ -105,7 +105,7 @@ type outgoingWorld struct {
 func newOutgoingWorld(t *testing.T, ctx context.Context, prefix string, manifests ...string) outgoingWorld {
 	t.Helper()
 	ns := deploy(t, ctx, prefix, append([]string{"sample", "echo"}, manifests...)...)
-	waitServiceNames(t, ctx, ns, "sample", "echo")
+	waitServiceNames(t, ctx, ns, append([]string{"sample", "echo"}, manifests...)...)
 	w := outgoingWorld{ns: ns}
 	echo, err := testenv.Env.RunningPodOf(ctx, ns, "echo")
 	if err != nil {

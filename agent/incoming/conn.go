@@ -13,6 +13,7 @@ import (
 	"github.com/kwarp-dev/kwarp/agent/api/tunnel"
 	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/agent/httpsteal"
+	"github.com/kwarp-dev/kwarp/internal/splice"
 	"github.com/rs/zerolog"
 )
 
@@ -160,7 +161,7 @@ func (s *Server) toApp(c net.Conn, ci connInfo, log zerolog.Logger) {
 		return
 	}
 	defer untrack()
-	splice(c, app)
+	splice.Conns(c, app, 0)
 }
 
 // dialApp connects to the app: from inside the target's namespace to the original
@@ -221,7 +222,7 @@ func (s *Server) spliceSession(sb *sub, c, tun net.Conn) {
 	}
 	defer untrack()
 	start := time.Now()
-	up, down := splice(c, tun)
+	up, down := splice.Conns(c, tun, 0)
 	sb.log.Debug().Int64("bytes_in", up).Int64("bytes_out", down).Dur("duration", time.Since(start)).Msg("incoming: stolen connection closed")
 }
 
@@ -348,36 +349,6 @@ func refuse(c net.Conn, st tunnel.Status) {
 	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 	_, _ = c.Write([]byte{byte(st)})
 	c.Close()
-}
-
-// splice copies both ways until both directions have ended, then closes both. A clean end of
-// one direction is passed on as a half-close (request-then-EOF protocols work); an error ends
-// both.
-func splice(a, b net.Conn) (ab, ba int64) {
-	var once sync.Once
-	closeBoth := func() {
-		once.Do(func() {
-			a.Close()
-			b.Close()
-		})
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		ab = copyHalf(b, a, closeBoth)
-	}()
-	ba = copyHalf(a, b, closeBoth)
-	<-done
-	closeBoth()
-	return ab, ba
-}
-
-func copyHalf(dst, src net.Conn, closeBoth func()) int64 {
-	n, err := io.Copy(dst, src)
-	if err != nil || closeWrite(dst) != nil {
-		closeBoth() // no half-close to pass the end on: the whole connection ends
-	}
-	return n
 }
 
 func closeWrite(c net.Conn) error {

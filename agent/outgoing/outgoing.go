@@ -29,7 +29,6 @@ package outgoing
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"strconv"
@@ -41,6 +40,7 @@ import (
 	"github.com/kwarp-dev/kwarp/agent/dnsserver"
 	"github.com/kwarp-dev/kwarp/agent/netns"
 	"github.com/kwarp-dev/kwarp/agent/sessionserver"
+	"github.com/kwarp-dev/kwarp/internal/splice"
 	"github.com/kwarp-dev/kwarp/logging"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -433,36 +433,9 @@ func (s *Server) splice(l *link) {
 	if l.network == "udp" {
 		up, down = spliceUDP(l)
 	} else {
-		up, down = spliceTCP(l)
+		// up: the program's bytes (the tunnel's) to the pod's server; down: back
+		up, down = splice.Conns(l.tun, l.conn, 0)
 	}
-}
-
-// spliceTCP copies both ways until both directions have ended. A clean end (EOF) of one
-// direction is passed on as a half-close and leaves the other running; an error ends both.
-func spliceTCP(l *link) (up, down int64) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		up = copyHalf(l, l.conn, l.tun)
-	}()
-	down = copyHalf(l, l.tun, l.conn)
-	<-done
-	return up, down
-}
-
-func copyHalf(l *link, dst, src net.Conn) int64 {
-	n, err := io.Copy(dst, src)
-	if err != nil {
-		l.close()
-		return n
-	}
-	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-		if cw.CloseWrite() == nil {
-			return n
-		}
-	}
-	l.close() // no half-close to pass the EOF on: the whole connection ends
-	return n
 }
 
 // spliceUDP moves frames to datagrams and back until the tunnel ends.

@@ -7,11 +7,8 @@ package clusterdial
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
-	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -112,36 +109,3 @@ func (e *ConnectError) Error() string {
 
 // Unwrap makes errors.Is(err, unix.ECONNREFUSED) work.
 func (e *ConnectError) Unwrap() error { return e.Errno }
-
-// Splice copies a and b into each other until both directions end. A direction ends at EOF
-// (the other side's write half is then closed, so half-closed TCP works) or at an error
-// (both are then closed, so the other direction ends too). Both are closed on return.
-func Splice(a, b io.ReadWriteCloser) {
-	var wg sync.WaitGroup
-	var once sync.Once
-	closeBoth := func() {
-		once.Do(func() {
-			a.Close()
-			b.Close()
-		})
-	}
-	one := func(dst, src io.ReadWriteCloser) {
-		defer wg.Done()
-		buf := make([]byte, 64<<10)
-		if _, err := io.CopyBuffer(dst, src, buf); err != nil && !errors.Is(err, net.ErrClosed) {
-			closeBoth()
-			return
-		}
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			if cw.CloseWrite() == nil {
-				return
-			}
-		}
-		closeBoth()
-	}
-	wg.Add(2)
-	go one(a, b)
-	go one(b, a)
-	wg.Wait()
-	closeBoth()
-}

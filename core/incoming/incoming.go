@@ -19,7 +19,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"slices"
@@ -33,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kwarp-dev/kwarp/agent/api/tunnel"
+	"github.com/kwarp-dev/kwarp/internal/splice"
 	"github.com/kwarp-dev/kwarp/layer"
 )
 
@@ -389,7 +389,7 @@ func (h *Handler) deliver(ctx context.Context, s *sub, c Conn) {
 	log.Debug().Msg("delivered")
 	h.track(local, true)
 	h.track(tun, true)
-	splice(local, tun, halfCloseGrace)
+	splice.Conns(local, tun, halfCloseGrace)
 	h.track(tun, false)
 	h.closeLocal(local, false)
 }
@@ -402,41 +402,6 @@ func (h *Handler) deliver(ctx context.Context, s *sub, c Conn) {
 // half-close and go on reading are rare; a second covers the lingering close of Go's and
 // others' HTTP servers.
 const halfCloseGrace = time.Second
-
-// splice copies local and tun into each other until both directions end, and closes both.
-// The end of tun's direction (the agent closed the client's side) half-closes local and waits
-// for the process; the end of local's half-closes tun and waits at most grace for the agent.
-func splice(local net.Conn, tun net.Conn, grace time.Duration) {
-	var once sync.Once
-	closeBoth := func() { once.Do(func() { local.Close(); tun.Close() }) }
-	defer closeBoth()
-	fromLocal := make(chan struct{})
-	fromTun := make(chan struct{})
-	copyHalf := func(dst, src net.Conn, done chan struct{}) {
-		defer close(done)
-		buf := make([]byte, 32<<10)
-		if _, err := io.CopyBuffer(dst, src, buf); err != nil && !errors.Is(err, net.ErrClosed) {
-			closeBoth()
-			return
-		}
-		if cw, ok := dst.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
-			closeBoth()
-		}
-	}
-	go copyHalf(tun, local, fromLocal)
-	go copyHalf(local, tun, fromTun)
-	select {
-	case <-fromTun:
-		<-fromLocal
-	case <-fromLocal:
-		select {
-		case <-fromTun:
-		case <-time.After(grace):
-			closeBoth()
-			<-fromTun
-		}
-	}
-}
 
 // dialListener connects to a listener of the process on port, with the delivering socket's
 // address recorded for Delivered before the connect, so the process's accept finds it.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kwarp-dev/kwarp/agent/api/tunnel"
 	"github.com/kwarp-dev/kwarp/core/clusterdial"
+	"github.com/kwarp-dev/kwarp/internal/splice"
 )
 
 // Dialer opens a connection from the pod (clusterdial.Dialer in a session).
@@ -117,7 +118,7 @@ func (f *Forwarder) serveTCP(ctx context.Context, s Spec, ln net.Listener, d Dia
 			}
 			stop := context.AfterFunc(ctx, func() { c.Close(); remote.Close() })
 			defer stop()
-			clusterdial.Splice(c, remote)
+			splice.Conns(c, remote, 0)
 		}()
 	}
 }

@@ -109,6 +109,8 @@ func runExec(cmd *cobra.Command, g *globals, f *execFlags, argv []string) error 
 		}
 		return nil
 	}
+	// the built-in plugins are this binary: the policy is read with its schemas before they are up
+	opts.Schemas = builtinSchemas()
 	var err error
 	if opts.Self, err = os.Executable(); err != nil {
 		return fmt.Errorf("find kwarp's own executable: %w", err)

@@ -16,7 +16,7 @@ import (
 	"github.com/kwarp-dev/kwarp/sdk"
 )
 
-// builtinPlugins are served by `kwarp plugin NAME`, so kwarp ships as one file.
+// builtinPlugins are served by `kwarp plugin NAME...`, so kwarp ships as one file.
 var builtinPlugins = map[string]func() sdk.Plugin{
 	"env":   func() sdk.Plugin { return env.New() },
 	"fs":    func() sdk.Plugin { return fs.New() },
@@ -25,19 +25,28 @@ var builtinPlugins = map[string]func() sdk.Plugin{
 	"steal": func() sdk.Plugin { return steal.New() },
 }
 
-// newPluginCmd serves a built-in plugin over go-plugin; the core starts it, never a user.
+// newPluginCmd serves built-in plugins over go-plugin; the core starts it, never a user. With
+// several names one process serves them all (sdk.ServeAll), as a session runs its built-ins.
 func newPluginCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:    "plugin NAME",
-		Short:  "Serve a built-in feature plugin (started by kwarp itself)",
+		Use:    "plugin NAME...",
+		Short:  "Serve built-in feature plugins (started by kwarp itself)",
 		Hidden: true,
-		Args:   cobra.ExactArgs(1),
+		Args:   cobra.MinimumNArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			mk, ok := builtinPlugins[args[0]]
-			if !ok {
-				return UsageError(fmt.Errorf("no built-in plugin %q", args[0]))
+			var impls []sdk.Plugin
+			for _, name := range args {
+				mk, ok := builtinPlugins[name]
+				if !ok {
+					return UsageError(fmt.Errorf("no built-in plugin %q", name))
+				}
+				impls = append(impls, mk())
 			}
-			sdk.Serve(mk())
+			if len(impls) == 1 {
+				sdk.Serve(impls[0])
+			} else {
+				sdk.ServeAll(impls...)
+			}
 			return nil
 		},
 	}

@@ -81,11 +81,16 @@ func Forward(ctx context.Context, o Options, fw *portforward.Forwarder) error {
 
 // builtinSpec is how a built-in plugin is started: kwarp itself, `kwarp plugin NAME`.
 func builtinSpec(o Options, name string) pluginhost.Spec {
-	return pluginhost.Spec{Name: name, Command: func() *exec.Cmd {
-		cmd := exec.Command(o.Self, "plugin", name)
+	return pluginhost.Spec{Name: name, Command: builtinCommand(o, name)}
+}
+
+// builtinCommand serves the named built-in plugins from one kwarp process.
+func builtinCommand(o Options, names ...string) func() *exec.Cmd {
+	return func() *exec.Cmd {
+		cmd := exec.Command(o.Self, append([]string{"plugin"}, names...)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		return cmd
-	}}
+	}
 }
 
 // netConnector is the net plugin as clusterdial sees it.

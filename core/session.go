@@ -6,6 +6,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -92,6 +94,11 @@ type Options struct {
 	// policy's blocks with them and completes these options (flags win over the file). Its
 	// error ends the session before the cluster is asked for anything.
 	Configure func(schemas map[string]*schema.Block, o *Options) error
+	// Schemas, when set, are the schemas the built-in plugins send (this binary's own): then
+	// Configure runs at once with them, so the target is resolved and the agent reached while
+	// the plugin processes start. The schemas the plugins send must be the same, or the session
+	// fails (a plugin binary of another version).
+	Schemas map[string]*schema.Block
 	// Progress is where the one-line status messages go (stderr): never stdout.
 	Progress io.Writer
 	Stdin    io.Reader
@@ -139,7 +146,11 @@ func Run(ctx context.Context, o Options) (int, error) {
 		c, err := o.Kube.Connect(ctx, log)
 		connecting <- connected{c, err}
 	}()
-	if o.Configure != nil {
+	if o.Configure != nil && o.Schemas != nil {
+		if err := o.Configure(maps.Clone(o.Schemas), &o); err != nil {
+			return 0, err
+		}
+	} else if o.Configure != nil {
 		st := waitPlugins()
 		if st.err != nil {
 			return 0, st.err
@@ -173,6 +184,11 @@ func Run(ctx context.Context, o Options) (int, error) {
 		return 0, err
 	}
 	plugins := waitPlugins().plugins
+	if o.Schemas != nil {
+		if err := sameSchemas(plugins, o.Schemas); err != nil {
+			return 0, err
+		}
+	}
 	if err := configurePlugins(ctx, o, plugins, BuiltinPlugins, conn, resolved, sessionID); err != nil {
 		return 0, err
 	}
@@ -525,40 +541,20 @@ type runningPlugin struct {
 	notes []string
 }
 
-// BuiltinPlugins are served by kwarp itself: `kwarp plugin NAME`.
+// BuiltinPlugins are served by kwarp itself, all in one process: `kwarp plugin env fs dns net steal`.
 var BuiltinPlugins = []string{"env", "fs", "dns", "net", "steal"}
 
-// startPlugins runs the built-in plugin processes; they need no agent until Configure, so the
-// session starts them while the agent starts.
+// startPlugins runs the built-in plugins, one process for all (each Go process costs its start
+// and tens of MiB); they need no agent until Configure, so the session starts them while the
+// agent starts.
 func startPlugins(ctx context.Context, o Options, log zerolog.Logger) (map[string]*runningPlugin, error) {
+	ps, err := pluginhost.StartShared(ctx, BuiltinPlugins, builtinCommand(o, BuiltinPlugins...), log)
+	if err != nil {
+		return nil, err
+	}
 	out := map[string]*runningPlugin{}
-	type result struct {
-		name string
-		p    *pluginhost.Plugin
-		err  error
-	}
-	results := make(chan result, len(BuiltinPlugins))
-	for _, name := range BuiltinPlugins {
-		spec := builtinSpec(o, name)
-		go func() {
-			p, err := pluginhost.Start(ctx, spec, nil, log)
-			results <- result{name, p, err}
-		}()
-	}
-	var firstErr error
-	for range BuiltinPlugins {
-		r := <-results
-		if r.err != nil {
-			if firstErr == nil {
-				firstErr = r.err
-			}
-			continue
-		}
-		out[r.name] = &runningPlugin{Plugin: r.p}
-	}
-	if firstErr != nil {
-		stopAll(out)
-		return nil, firstErr
+	for name, p := range ps {
+		out[name] = &runningPlugin{Plugin: p}
 	}
 	return out, nil
 }
@@ -588,6 +584,27 @@ func pluginSchemas(plugins map[string]*runningPlugin) (map[string]*schema.Block,
 		}
 	}
 	return out, nil
+}
+
+// sameSchemas checks that the plugins sent the schemas the policy was read with.
+func sameSchemas(plugins map[string]*runningPlugin, used map[string]*schema.Block) error {
+	sent, err := pluginSchemas(plugins)
+	if err != nil {
+		return err
+	}
+	for block, s := range sent {
+		u, ok := used[block]
+		if !ok {
+			continue // a block the policy language did not know: the policy had none of it
+		}
+		a, errA := json.Marshal(s)
+		b, errB := json.Marshal(u)
+		if errA != nil || errB != nil || !bytes.Equal(a, b) {
+			return fmt.Errorf("the plugin that owns the %q block sent a schema that differs from this kwarp's: "+
+				"it is a binary of another version (reinstall kwarp)", block)
+		}
+	}
+	return nil
 }
 
 // configurePlugins hands each plugin its blocks, the session and the agent.
@@ -627,10 +644,17 @@ func configurePlugins(ctx context.Context, o Options, plugins map[string]*runnin
 	return errors.Join(errs...)
 }
 
+// stopAll stops the plugins at once: each stop waits for its process to exit.
 func stopAll(m map[string]*runningPlugin) {
+	var wg sync.WaitGroup
 	for _, p := range m {
-		p.Stop()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.Stop()
+		}()
 	}
+	wg.Wait()
 }
 
 // restorer returns the layer's ExecEnv hook: an exec whose environment lacks variables that

@@ -11,7 +11,7 @@ import (
 
 // Client is the host's handle on a running plugin, over go-plugin's gRPC connection.
 type Client struct {
-	conn   *grpc.ClientConn
+	conn   grpc.ClientConnInterface
 	broker *plugin.GRPCBroker
 }
 

@@ -30,33 +30,42 @@ const PluginName = "kwarp"
 type GRPCPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	Impl Plugin
+	// Name, on the host side, is the plugin to talk to in a process that serves several
+	// (ServeAll); every call carries it. Empty for a plugin served alone.
+	Name string
 }
 
 // GRPCServer registers the plugin's services: Base always, each feature service when the
 // implementation has the feature.
 func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error {
-	srv := &server{impl: p.Impl, broker: broker}
-	pluginv1.RegisterBaseServer(s, srv)
-	if e, ok := p.Impl.(EnvPlugin); ok {
+	registerServices(s, p.Impl, broker)
+	return nil
+}
+
+func registerServices(s grpc.ServiceRegistrar, impl Plugin, broker *plugin.GRPCBroker) {
+	pluginv1.RegisterBaseServer(s, &server{impl: impl, broker: broker})
+	if e, ok := impl.(EnvPlugin); ok {
 		pluginv1.RegisterEnvServer(s, &envServer{impl: e})
 	}
-	if f, ok := p.Impl.(FsPlugin); ok {
+	if f, ok := impl.(FsPlugin); ok {
 		pluginv1.RegisterFsServer(s, &fsServer{impl: f})
 	}
-	if n, ok := p.Impl.(NetPlugin); ok {
+	if n, ok := impl.(NetPlugin); ok {
 		pluginv1.RegisterNetServer(s, &netServer{impl: n})
 	}
-	if d, ok := p.Impl.(DnsPlugin); ok {
+	if d, ok := impl.(DnsPlugin); ok {
 		pluginv1.RegisterDnsServer(s, &dnsServer{impl: d})
 	}
-	if st, ok := p.Impl.(StealPlugin); ok {
+	if st, ok := impl.(StealPlugin); ok {
 		pluginv1.RegisterIncomingServer(s, &incomingServer{impl: st})
 	}
-	return nil
 }
 
 // GRPCClient returns the host's view of the plugin.
 func (p *GRPCPlugin) GRPCClient(_ context.Context, broker *plugin.GRPCBroker, c *grpc.ClientConn) (interface{}, error) {
+	if p.Name != "" {
+		return &Client{conn: namedConn{c, p.Name}, broker: broker}, nil
+	}
 	return &Client{conn: c, broker: broker}, nil
 }
 

@@ -1,8 +1,9 @@
 // Package pluginhost starts, supervises, restarts and stops kwarp's feature plugins. A plugin is
-// a process served with hashicorp/go-plugin: the built-in ones are the kwarp binary re-executed
-// (`kwarp plugin env`), a third-party one is any executable built on sdk/. A plugin that crashes
-// is restarted once and configured again; a second crash fails the session with a message that
-// names the plugin, and every call in flight returns an error instead of hanging.
+// served by a process with hashicorp/go-plugin: the built-in ones share one, the kwarp binary
+// re-executed (`kwarp plugin env fs dns net steal`); a third-party one is any executable built on
+// sdk/. A plugin whose process crashes is restarted once and configured again; a second crash
+// fails the session with a message that names the plugin, and every call in flight returns an
+// error instead of hanging.
 package pluginhost
 
 import (
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"strings"
 	"sync"
 	"time"
 
@@ -38,69 +40,137 @@ type Spec struct {
 	Command func() *exec.Cmd
 }
 
-// Plugin is a running plugin with its configuration, restarted once if it dies.
+// Plugin is a running plugin with its configuration, restarted once if its process dies.
 type Plugin struct {
-	spec Spec
+	name string
+	proc *process
 	log  zerolog.Logger
-	// agent is what the plugin reaches through the broker, re-served after a restart.
-	agent *grpc.ClientConn
 
-	mu        sync.Mutex
-	client    *plugin.Client
+	mu sync.Mutex
+	// agent is what the plugin reaches through the broker, re-served after a restart.
+	agent     *grpc.ClientConn
 	sdk       *sdk.Client
 	info      *pluginv1.InfoResponse
 	configure *pluginv1.ConfigureRequest
-	restarts  int
-	failed    error
 }
 
-// ErrPluginFailed is wrapped in every error of a plugin that died twice.
+// process is one plugin process and the plugins it serves: one, or several (sdk.ServeAll).
+type process struct {
+	command func() *exec.Cmd
+	shared  bool // served with sdk.ServeAll: each plugin is dispensed by its name
+	names   []string
+	log     zerolog.Logger
+
+	mu       sync.Mutex
+	client   *plugin.Client
+	members  map[string]*Plugin
+	restarts int
+	failed   error
+	stopped  bool
+}
+
+// ErrPluginFailed is wrapped in every error of a plugin whose process died twice.
 var ErrPluginFailed = errors.New("plugin failed")
 
-// Start runs the plugin and asks for its Info.
+// Start runs a plugin served alone by its process (sdk.Serve) and asks for its Info.
 func Start(ctx context.Context, spec Spec, agent *grpc.ClientConn, log zerolog.Logger) (*Plugin, error) {
-	p := &Plugin{spec: spec, agent: agent, log: log.With().Str("plugin", spec.Name).Logger()}
-	client, c, info, err := p.start(ctx)
+	ps, err := start(ctx, &process{command: spec.Command, names: []string{spec.Name}, log: log.With().Str("plugin", spec.Name).Logger()})
 	if err != nil {
 		return nil, err
 	}
-	p.client, p.sdk, p.info = client, c, info
+	p := ps[spec.Name]
+	p.agent = agent
 	return p, nil
 }
 
-// start runs the plugin process and asks for its Info; the caller installs the result.
-func (p *Plugin) start(ctx context.Context) (*plugin.Client, *sdk.Client, *pluginv1.InfoResponse, error) {
+// StartShared runs one process that serves several plugins (sdk.ServeAll), dispenses each by
+// name and asks for its Info. A crash of the process restarts it once for all of them.
+func StartShared(ctx context.Context, names []string, command func() *exec.Cmd, log zerolog.Logger) (map[string]*Plugin, error) {
+	return start(ctx, &process{command: command, shared: true, names: names,
+		log: log.With().Strs("plugins", names).Logger()})
+}
+
+func start(ctx context.Context, proc *process) (map[string]*Plugin, error) {
+	proc.members = map[string]*Plugin{}
+	for _, name := range proc.names {
+		proc.members[name] = &Plugin{name: name, proc: proc, log: proc.log.With().Str("plugin", name).Logger()}
+	}
+	client, clients, infos, err := proc.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	proc.client = client
+	for name, p := range proc.members {
+		p.sdk, p.info = clients[name], infos[name]
+	}
+	return proc.members, nil
+}
+
+// label names the process's plugins in errors.
+func (proc *process) label() string { return strings.Join(proc.names, ", ") }
+
+// who names plugin name in an error about its process.
+func (proc *process) who(name string) string {
+	if len(proc.names) > 1 {
+		return fmt.Sprintf("%s (in one process with %s)", name, proc.label())
+	}
+	return name
+}
+
+// start runs the process, dispenses its plugins and asks each for its Info; the caller
+// installs the result.
+func (proc *process) start(ctx context.Context) (*plugin.Client, map[string]*sdk.Client, map[string]*pluginv1.InfoResponse, error) {
+	set := plugin.PluginSet{}
+	if proc.shared {
+		for _, name := range proc.names {
+			set[name] = &sdk.GRPCPlugin{Name: name}
+		}
+	} else {
+		set[sdk.PluginName] = &sdk.GRPCPlugin{}
+	}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
-		Plugins:          plugin.PluginSet{sdk.PluginName: &sdk.GRPCPlugin{}},
-		Cmd:              p.spec.Command(),
+		Plugins:          set,
+		Cmd:              proc.command(),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		Logger:           hclog.New(&hclog.LoggerOptions{Name: p.spec.Name, Output: zerologWriter{p.log}, Level: hclog.Warn}),
+		Logger:           hclog.New(&hclog.LoggerOptions{Name: proc.label(), Output: zerologWriter{proc.log}, Level: hclog.Warn}),
 		StartTimeout:     20 * time.Second,
 	})
-	fail := func(err error) (*plugin.Client, *sdk.Client, *pluginv1.InfoResponse, error) {
+	fail := func(err error) (*plugin.Client, map[string]*sdk.Client, map[string]*pluginv1.InfoResponse, error) {
 		client.Kill()
-		return nil, nil, nil, fmt.Errorf("start plugin %s: %w", p.spec.Name, err)
+		return nil, nil, nil, fmt.Errorf("start plugin %s: %w", proc.label(), err)
 	}
 	rpc, err := client.Client()
 	if err != nil {
 		return fail(err)
 	}
-	raw, err := rpc.Dispense(sdk.PluginName)
-	if err != nil {
-		return fail(err)
-	}
-	c, ok := raw.(*sdk.Client)
-	if !ok {
-		return fail(fmt.Errorf("unexpected client type %T", raw))
-	}
+	clients := map[string]*sdk.Client{}
+	infos := map[string]*pluginv1.InfoResponse{}
 	cctx, cancel := context.WithTimeout(ctx, CallTimeout)
 	defer cancel()
-	info, err := c.Info(cctx)
-	if err != nil {
-		return fail(fmt.Errorf("info: %w", err))
+	for _, name := range proc.names {
+		key := sdk.PluginName
+		if proc.shared {
+			key = name
+		}
+		raw, err := rpc.Dispense(key)
+		if err != nil {
+			return fail(err)
+		}
+		c, ok := raw.(*sdk.Client)
+		if !ok {
+			return fail(fmt.Errorf("unexpected client type %T", raw))
+		}
+		info, err := c.Info(cctx)
+		if err != nil {
+			return fail(fmt.Errorf("info of %s: %w", name, err))
+		}
+		if proc.shared && info.Name != name {
+			return fail(fmt.Errorf("asked for plugin %s, the process answered as %s", name, info.Name))
+		}
+		clients[name], infos[name] = c, info
 	}
-	return client, c, info, nil
+	return client, clients, infos, nil
 }
 
 // SetAgent gives the plugin the agent to reach through the broker, for a plugin started before
@@ -119,7 +189,7 @@ func (p *Plugin) Info() *pluginv1.InfoResponse {
 }
 
 // Name is the plugin's name as the session knows it.
-func (p *Plugin) Name() string { return p.spec.Name }
+func (p *Plugin) Name() string { return p.name }
 
 // Configure sends the configuration; it is kept and sent again after a restart.
 func (p *Plugin) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) (*pluginv1.ConfigureResponse, error) {
@@ -138,135 +208,148 @@ func (p *Plugin) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) 
 // configureRequest is the stored request with a broker id of the current process.
 func (p *Plugin) configureRequest(c *sdk.Client) *pluginv1.ConfigureRequest {
 	p.mu.Lock()
-	req := p.configure
+	req, agent := p.configure, p.agent
 	p.mu.Unlock()
 	if req == nil {
 		return &pluginv1.ConfigureRequest{}
 	}
 	out := proto.Clone(req).(*pluginv1.ConfigureRequest)
-	p.mu.Lock()
-	agent := p.agent
-	p.mu.Unlock()
 	if agent != nil {
 		out.AgentBrokerId = c.ServeAgent(agentproxy.ServerOptions(agent)...)
 	}
 	return out
 }
 
-// Call runs fn against the plugin with a timeout. If the plugin process died, it is restarted
-// and configured again once, and fn is retried; after a second death every call fails.
+// current is the plugin's client in the process that runs now.
+func (p *Plugin) current() (*sdk.Client, *plugin.Client, error) {
+	p.proc.mu.Lock()
+	client, failed := p.proc.client, p.proc.failed
+	p.proc.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sdk, client, failed
+}
+
+// Call runs fn against the plugin with a timeout. If the plugin's process died, it is
+// restarted and its plugins configured again once, and fn is retried; after a second death
+// every call fails.
 func (p *Plugin) Call(ctx context.Context, fn func(context.Context, *sdk.Client) error) error {
 	for attempt := 0; ; attempt++ {
-		p.mu.Lock()
-		if p.failed != nil {
-			p.mu.Unlock()
-			return p.failed
+		c, client, failed := p.current()
+		if failed != nil {
+			return failed
 		}
-		c, client := p.sdk, p.client
-		p.mu.Unlock()
-
 		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
 		err := fn(cctx, c)
 		cancel()
-		if err == nil || !p.died(err, client) || attempt > 0 {
-			if err != nil && p.died(err, client) {
-				p.fail(fmt.Errorf("%w: %s crashed again after a restart: %v", ErrPluginFailed, p.spec.Name, err))
-				return p.failedErr()
-			}
+		if err == nil || !died(err, client) {
 			return err
 		}
-		if rerr := p.restart(ctx); rerr != nil {
+		if attempt > 0 {
+			p.proc.fail(fmt.Errorf("%w: %s crashed again after a restart: %v", ErrPluginFailed, p.proc.who(p.name), err))
+			return p.proc.failedErr()
+		}
+		if rerr := p.proc.restart(ctx, client, p.name); rerr != nil {
 			return rerr
 		}
 	}
 }
 
 // Stream runs fn against the plugin without Call's timeout, for a call that lasts as long as
-// ctx (a subscription). A plugin that died before fn started is restarted once, as for Call;
-// one that dies during fn ends it with the error.
+// ctx (a subscription). A plugin whose process died before fn started is restarted once, as
+// for Call; one that dies during fn ends it with the error.
 func (p *Plugin) Stream(ctx context.Context, fn func(context.Context, *sdk.Client) error) error {
-	p.mu.Lock()
-	failed, client := p.failed, p.client
-	p.mu.Unlock()
+	_, client, failed := p.current()
 	if failed != nil {
 		return failed
 	}
 	if client != nil && client.Exited() {
-		if err := p.restart(ctx); err != nil {
+		if err := p.proc.restart(ctx, client, p.name); err != nil {
 			return err
 		}
 	}
-	p.mu.Lock()
-	c := p.sdk
-	p.mu.Unlock()
+	c, _, _ := p.current()
 	return fn(ctx, c)
 }
 
 // died tells a dead plugin process apart from an error the plugin returned.
-func (p *Plugin) died(err error, client *plugin.Client) bool {
+func died(err error, client *plugin.Client) bool {
 	if client != nil && client.Exited() {
 		return true
 	}
 	return status.Code(err) == codes.Unavailable
 }
 
-func (p *Plugin) restart(ctx context.Context) error {
-	p.mu.Lock()
-	if p.restarts > 0 {
-		p.mu.Unlock()
-		p.fail(fmt.Errorf("%w: %s crashed and was already restarted once", ErrPluginFailed, p.spec.Name))
-		return p.failedErr()
+// restart replaces the process that dead was, once; the plugin who found it dead is by.
+// Another caller that found the same death meanwhile finds it replaced and just retries.
+func (proc *process) restart(ctx context.Context, dead *plugin.Client, by string) error {
+	proc.mu.Lock()
+	defer proc.mu.Unlock()
+	if proc.failed != nil {
+		return proc.failed
 	}
-	p.restarts++
-	old := p.client
-	p.mu.Unlock()
-	p.log.Warn().Msg("plugin crashed; restarting it once")
-	if old != nil {
-		old.Kill()
+	if proc.client != dead {
+		return nil // already restarted
 	}
-	client, c, info, err := p.start(ctx)
+	who := proc.who(by)
+	if proc.restarts > 0 || proc.stopped {
+		proc.failed = fmt.Errorf("%w: %s crashed and was already restarted once", ErrPluginFailed, who)
+		return proc.failed
+	}
+	proc.restarts++
+	proc.log.Warn().Str("found_by", by).Msg("plugin process crashed; restarting it once")
+	if dead != nil {
+		dead.Kill()
+	}
+	client, clients, infos, err := proc.start(ctx)
 	if err != nil {
-		p.fail(fmt.Errorf("%w: %s crashed and could not be restarted: %v", ErrPluginFailed, p.spec.Name, err))
-		return p.failedErr()
+		proc.failed = fmt.Errorf("%w: %s crashed and could not be restarted: %v", ErrPluginFailed, who, err)
+		return proc.failed
 	}
-	p.mu.Lock()
-	p.client, p.sdk, p.info = client, c, info
-	configured := p.configure != nil
-	p.mu.Unlock()
-	if configured {
+	proc.client = client
+	for name, p := range proc.members {
+		p.mu.Lock()
+		p.sdk, p.info = clients[name], infos[name]
+		configured := p.configure != nil
+		p.mu.Unlock()
+		if !configured {
+			continue
+		}
 		cctx, cancel := context.WithTimeout(ctx, CallTimeout)
-		defer cancel()
-		if _, err := c.Configure(cctx, p.configureRequest(c)); err != nil {
-			p.fail(fmt.Errorf("%w: %s restarted but its configuration failed: %v", ErrPluginFailed, p.spec.Name, err))
-			return p.failedErr()
+		_, err := clients[name].Configure(cctx, p.configureRequest(clients[name]))
+		cancel()
+		if err != nil {
+			proc.failed = fmt.Errorf("%w: %s restarted but the configuration of %s failed: %v", ErrPluginFailed, who, name, err)
+			return proc.failed
 		}
 	}
 	return nil
 }
 
-func (p *Plugin) fail(err error) {
-	p.mu.Lock()
-	if p.failed == nil {
-		p.failed = err
+func (proc *process) fail(err error) {
+	proc.mu.Lock()
+	if proc.failed == nil {
+		proc.failed = err
 	}
-	p.mu.Unlock()
+	proc.mu.Unlock()
 }
 
-func (p *Plugin) failedErr() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.failed
+func (proc *process) failedErr() error {
+	proc.mu.Lock()
+	defer proc.mu.Unlock()
+	return proc.failed
 }
 
 // Failed reports the plugin's permanent failure, if any.
-func (p *Plugin) Failed() error { return p.failedErr() }
+func (p *Plugin) Failed() error { return p.proc.failedErr() }
 
-// Stop ends the plugin process.
+// Stop ends the plugin's process, for every plugin it serves; stopping it again is a no-op.
 func (p *Plugin) Stop() {
-	p.mu.Lock()
-	c := p.client
-	p.mu.Unlock()
-	if c != nil {
+	p.proc.mu.Lock()
+	c, stopped := p.proc.client, p.proc.stopped
+	p.proc.stopped = true
+	p.proc.mu.Unlock()
+	if c != nil && !stopped {
 		c.Kill()
 	}
 }

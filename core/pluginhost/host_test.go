@@ -58,12 +58,44 @@ func (p *testPlugin) Compute(ctx context.Context, local []sdk.EnvVar) (sdk.EnvRe
 	return out, nil
 }
 
+// otherPlugin shares the process with testPlugin under ServeAll; its Query answers with the
+// block it was configured with, so a test sees whether it was configured again after a restart.
+type otherPlugin struct{ block []byte }
+
+func (p *otherPlugin) Info() sdk.Info {
+	return sdk.Info{Name: "testother", Version: "1", Blocks: map[string]any{"other": map[string]string{"kind": "test"}}}
+}
+
+func (p *otherPlugin) Configure(_ context.Context, c sdk.Config) (sdk.Rules, error) {
+	p.block = c.Blocks["other"]
+	return sdk.Rules{Tables: map[string]any{"other": "configured by testother"}}, nil
+}
+
+func (p *otherPlugin) Query(context.Context, string, []byte, bool) (sdk.DnsAnswer, error) {
+	if p.block == nil {
+		return sdk.DnsAnswer{}, errors.New("testother was not configured")
+	}
+	return sdk.DnsAnswer{Packet: p.block}, nil
+}
+
 func TestMain(m *testing.M) {
-	if os.Getenv("KWARP_PLUGINHOST_TEST_SERVE") == "1" {
+	switch os.Getenv("KWARP_PLUGINHOST_TEST_SERVE") {
+	case "1":
 		sdk.Serve(&testPlugin{})
+		return
+	case "shared":
+		sdk.ServeAll(&testPlugin{}, &otherPlugin{})
 		return
 	}
 	os.Exit(m.Run())
+}
+
+func sharedCommand(env ...string) func() *exec.Cmd {
+	return func() *exec.Cmd {
+		cmd := exec.Command(os.Args[0])
+		cmd.Env = append(os.Environ(), append(env, "KWARP_PLUGINHOST_TEST_SERVE=shared")...)
+		return cmd
+	}
 }
 
 func spec(env ...string) Spec {
@@ -197,5 +229,103 @@ func TestPluginThatDoesNotStart(t *testing.T) {
 	_, err := Start(ctx, Spec{Name: "broken", Command: func() *exec.Cmd { return exec.Command("/bin/false") }}, nil, zerolog.Nop())
 	if err == nil || !strings.Contains(err.Error(), "broken") {
 		t.Fatalf("Start(/bin/false) = %v; want an error naming the plugin", err)
+	}
+}
+
+func query(ctx context.Context, p *Plugin) (string, error) {
+	var out string
+	err := p.Call(ctx, func(ctx context.Context, c *sdk.Client) error {
+		resp, err := c.Dns().Query(ctx, &pluginv1.DnsQueryRequest{})
+		if err == nil {
+			out = string(resp.Packet)
+		}
+		return err
+	})
+	return out, err
+}
+
+func startShared(t *testing.T, ctx context.Context, env ...string) map[string]*Plugin {
+	t.Helper()
+	ps, err := StartShared(ctx, []string{"testenv", "testother"}, sharedCommand(env...), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, p := range ps {
+			p.Stop()
+		}
+	})
+	if len(ps) != 2 || ps["testenv"].proc != ps["testother"].proc {
+		t.Fatalf("StartShared gave %d plugins, want two in one process", len(ps))
+	}
+	agent := agentConn(t)
+	for name, block := range map[string]string{"testenv": "env", "testother": "other"} {
+		p := ps[name]
+		if info := p.Info(); info.Name != name {
+			t.Fatalf("plugin %s: info names %q", name, info.Name)
+		}
+		p.SetAgent(agent)
+		resp, err := p.Configure(ctx, &pluginv1.ConfigureRequest{Blocks: map[string][]byte{block: []byte(`"for ` + name + `"`)}})
+		if err != nil {
+			t.Fatalf("configure %s: %v", name, err)
+		}
+		if _, ok := resp.Rules[block]; !ok || len(resp.Rules) != 1 {
+			t.Fatalf("configure %s answered the rules %v: another plugin of the process took the call", name, resp.Rules)
+		}
+	}
+	return ps
+}
+
+func TestSharedProcessServesEachPluginByName(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ps := startShared(t, ctx)
+	vars, err := compute(ctx, ps["testenv"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, v := range vars {
+		found = found || v.Name == "POD_ONLY"
+	}
+	if !found {
+		t.Fatalf("testenv in the shared process did not reach the agent: %v", vars)
+	}
+	if got, err := query(ctx, ps["testother"]); err != nil || got != `"for testother"` {
+		t.Fatalf("testother's query = %q, %v", got, err)
+	}
+	// testenv has no dns service: the call must not land on testother's
+	if _, err := query(ctx, ps["testenv"]); err == nil {
+		t.Fatal("a dns call for testenv was answered: the process routed it to another plugin")
+	}
+}
+
+func TestSharedProcessCrashRestartsAndReconfiguresEveryPlugin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	marker := filepath.Join(t.TempDir(), "crashed")
+	ps := startShared(t, ctx, "TESTPLUGIN_CRASH_ONCE="+marker)
+	if _, err := compute(ctx, ps["testenv"]); err != nil {
+		t.Fatalf("compute after one crash: %v (want a restart and a retry)", err)
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatal("the plugin never crashed; the test proves nothing")
+	}
+	// the other plugin of the process was restarted with it and configured again
+	if got, err := query(ctx, ps["testother"]); err != nil || got != `"for testother"` {
+		t.Fatalf("testother after the restart: %q, %v; want its configuration back", got, err)
+	}
+}
+
+func TestSharedProcessThatKeepsCrashingFailsEveryPlugin(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ps := startShared(t, ctx, "TESTPLUGIN_CRASH_ALWAYS=1")
+	_, err := compute(ctx, ps["testenv"])
+	if !errors.Is(err, ErrPluginFailed) || !strings.Contains(err.Error(), "testenv (in one process with testenv, testother)") {
+		t.Fatalf("compute on a crashing plugin = %v; want ErrPluginFailed naming it and its process", err)
+	}
+	if _, err := query(ctx, ps["testother"]); !errors.Is(err, ErrPluginFailed) {
+		t.Fatalf("the other plugin of the failed process = %v; want the failure", err)
 	}
 }

@@ -153,7 +153,7 @@ func runDoctor(ctx context.Context, g *globals) []Check {
 func serverVersion(ctx context.Context, c *kube.Clients) string {
 	ctx, cancel := context.WithTimeout(ctx, kube.FirstContactTimeout)
 	defer cancel()
-	raw, err := c.Kube.Discovery().RESTClient().Get().AbsPath("/version").DoRaw(ctx)
+	raw, err := c.Kube.RESTClient().Get().AbsPath("/version").DoRaw(ctx)
 	var v struct{ GitVersion string }
 	if err != nil || json.Unmarshal(raw, &v) != nil || v.GitVersion == "" {
 		return "version unknown"
@@ -163,7 +163,7 @@ func serverVersion(ctx context.Context, c *kube.Clients) string {
 
 // whoAmI is the user the API server sees (SelfSubjectReview, GA in 1.28); "" when unknown.
 func whoAmI(ctx context.Context, c *kube.Clients) string {
-	r, err := c.Kube.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	r, err := c.Kube.SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err != nil {
 		return ""
 	}
@@ -178,7 +178,7 @@ func rbacChecks(ctx context.Context, c *kube.Clients, ns string) []Check {
 				Namespace: ns, Verb: p.verb, Group: p.group, Resource: p.resource, Subresource: p.subresource,
 			},
 		}}
-		r, err := c.Kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		r, err := c.Kube.SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 		switch {
 		case err != nil:
 			out = append(out, Check{Status: CheckFail, What: fmt.Sprintf("RBAC %s: cannot check: %v", p, c.Explain(err, "create", "selfsubjectaccessreviews.authorization.k8s.io", "")),

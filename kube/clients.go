@@ -8,7 +8,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 )
 
@@ -21,7 +20,7 @@ const FirstContactTimeout = 5 * time.Second
 // messages such as "cannot reach https://…").
 type Clients struct {
 	Config  *rest.Config
-	Kube    kubernetes.Interface
+	Kube    *Clientset
 	Dynamic dynamic.Interface
 	Server  string
 }
@@ -44,7 +43,7 @@ func NewClients(cfg *rest.Config, server string) (*Clients, error) {
 		cfg.QPS = 20
 		cfg.Burst = 40
 	}
-	kc, err := kubernetes.NewForConfig(cfg)
+	kc, err := NewClientset(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client for %s: %w", server, err)
 	}
@@ -80,7 +79,7 @@ func (f Flags) Connect(ctx context.Context, log zerolog.Logger) (*Clients, error
 func (c *Clients) Ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, FirstContactTimeout)
 	defer cancel()
-	_, err := c.Kube.Discovery().RESTClient().Get().AbsPath("/version").DoRaw(ctx)
+	_, err := c.Kube.RESTClient().Get().AbsPath("/version").DoRaw(ctx)
 	if err != nil {
 		return c.Explain(err, "get", "/version", "")
 	}

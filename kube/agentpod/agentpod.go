@@ -36,7 +36,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/retry"
 
@@ -61,7 +60,7 @@ const (
 
 // Options say which agent to ensure.
 type Options struct {
-	Client     kubernetes.Interface
+	Client     *kube.Clientset
 	RESTConfig *rest.Config
 	// Target is the container the agent enters; nil for a targetless agent.
 	Target *target.Resolved
@@ -137,7 +136,7 @@ type Agent struct {
 	// Reused is true when Ensure found the agent already running (a warm start).
 	Reused bool `json:"reused"`
 
-	client    kubernetes.Interface
+	client    *kube.Clientset
 	config    *rest.Config
 	log       zerolog.Logger
 	sessionID string
@@ -223,7 +222,7 @@ func ensureJob(ctx context.Context, o Options) (*Agent, error) {
 			// A Job that could not start would otherwise retry (FailedCreate) or sit in
 			// ImagePullBackOff forever: nothing is left behind.
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			if derr := deleteJob(dctx, o.Client.BatchV1().Jobs(o.Namespace), job.Name); derr != nil {
+			if derr := deleteJob(dctx, o.Client.Jobs(o.Namespace), job.Name); derr != nil {
 				o.Log.Warn().Err(derr).Str("job", job.Name).Msg("delete the agent Job that failed to start")
 			}
 			cancel()
@@ -242,7 +241,7 @@ var errLeaseEnded = errors.New("the agent's lease ended")
 // replaceFinishedJob deletes a Job whose agent is done and waits until it is gone, so the
 // same name can be created again.
 func replaceFinishedJob(ctx context.Context, o Options, name string) error {
-	jobs := o.Client.BatchV1().Jobs(o.Namespace)
+	jobs := o.Client.Jobs(o.Namespace)
 	if err := deleteJob(ctx, jobs, name); err != nil {
 		return err
 	}
@@ -255,7 +254,7 @@ func replaceFinishedJob(ctx context.Context, o Options, name string) error {
 // findReadyJobPod is a Running and Ready pod of the agent Job name, if there is one.
 func findReadyJobPod(ctx context.Context, o Options, name string) (*corev1.Pod, error) {
 	sel := metav1.FormatLabelSelector(&metav1.LabelSelector{MatchLabels: labels(o)})
-	pods, err := o.Client.CoreV1().Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	pods, err := o.Client.Pods(o.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
 		return nil, o.explain(err, "list", "pods", o.Namespace)
 	}
@@ -275,7 +274,7 @@ func findReadyJobPod(ctx context.Context, o Options, name string) (*corev1.Pod, 
 // starting. A finished Job of that name (its agent's lease ended, its TTL not yet) is replaced.
 // created reports whether this call made the Job (and so owns its cleanup on failure).
 func createJob(ctx context.Context, o Options, name string) (*batchv1.Job, bool, error) {
-	jobs := o.Client.BatchV1().Jobs(o.Namespace)
+	jobs := o.Client.Jobs(o.Namespace)
 	for attempt := 0; ; attempt++ {
 		job, err := jobs.Create(ctx, buildJob(o, name), metav1.CreateOptions{})
 		if err == nil {
@@ -348,10 +347,10 @@ func waitJob(ctx context.Context, o Options, job *batchv1.Job) (*Agent, error) {
 	if err != nil || job.Spec.Selector == nil {
 		return nil, fmt.Errorf("agent Job %s has no pod selector", job.Name)
 	}
-	pods := o.Client.CoreV1().Pods(o.Namespace)
+	pods := o.Client.Pods(o.Namespace)
 	observe := func(ctx context.Context) (observation, error) {
 		obs := observation{Mode: ModeJob, Image: o.Image, Container: ContainerName}
-		if j, err := o.Client.BatchV1().Jobs(o.Namespace).Get(ctx, job.Name, metav1.GetOptions{}); err == nil {
+		if j, err := o.Client.Jobs(o.Namespace).Get(ctx, job.Name, metav1.GetOptions{}); err == nil {
 			obs.Job = j
 		} else if apierrors.IsNotFound(err) {
 			return obs, fmt.Errorf("the agent Job %s/%s was deleted while it started", o.Namespace, job.Name)
@@ -394,7 +393,7 @@ func newestPod(pods []corev1.Pod) *corev1.Pod {
 // them still gets the pod's own status.
 func eventsAbout(ctx context.Context, o Options, uid types.UID, fieldPath string) []corev1.Event {
 	sel := fields.OneTermEqualSelector("involvedObject.uid", string(uid)).String()
-	list, err := o.Client.CoreV1().Events(o.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel})
+	list, err := o.Client.Events(o.Namespace).List(ctx, metav1.ListOptions{FieldSelector: sel})
 	if err != nil {
 		o.Log.Debug().Err(err).Msg("list agent events")
 		return nil
@@ -473,7 +472,7 @@ func tailLogs(ctx context.Context, o Options, pod *corev1.Pod, container string)
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	tail, limit := int64(logTailLines), int64(16<<10)
-	raw, err := o.Client.CoreV1().Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{
+	raw, err := o.Client.Pods(pod.Namespace).GetLogs(pod.Name, &corev1.PodLogOptions{
 		Container: container, TailLines: &tail, LimitBytes: &limit,
 	}).DoRaw(ctx)
 	if err != nil {
@@ -487,7 +486,7 @@ func tailLogs(ctx context.Context, o Options, pod *corev1.Pod, container string)
 
 func ensureEphemeral(ctx context.Context, o Options) (*Agent, error) {
 	t := o.Target
-	pods := o.Client.CoreV1().Pods(t.Namespace)
+	pods := o.Client.Pods(t.Namespace)
 	pod, err := pods.Get(ctx, t.Pod, metav1.GetOptions{})
 	if err != nil {
 		return nil, o.explain(err, "get", "pods", t.Namespace)

@@ -218,7 +218,7 @@ func (a *Agent) streamSession(ctx context.Context, desc *grpc.StreamDesc, cc *gr
 // first (the API server's current protocol, which also passes proxies that strip SPDY's
 // upgrade), falling back to SPDY when the server does not speak it.
 func (a *Agent) forward(ctx context.Context) (*forward, error) {
-	u := a.client.CoreV1().RESTClient().Post().
+	u := a.client.RESTClient().Post().
 		Resource("pods").Namespace(a.Namespace).Name(a.Pod).SubResource("portforward").URL()
 	transport, upgrader, err := spdy.RoundTripperFor(a.config)
 	if err != nil {

@@ -44,7 +44,7 @@ func notFound(ctx context.Context, c *kube.Clients, ns string, kind Kind, name s
 	}
 	nsMissing := false
 	if err == nil && len(names) == 0 {
-		if _, err := c.Kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		if _, err := c.Kube.Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 			nsMissing = true
 		}
 	}
@@ -81,7 +81,7 @@ func listNames(ctx context.Context, c *kube.Clients, ns string, kind Kind, limit
 	var meta metav1.ListMeta
 	switch kind {
 	case KindPod:
-		l, err := c.Kube.CoreV1().Pods(ns).List(ctx, opts)
+		l, err := c.Kube.Pods(ns).List(ctx, opts)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -90,7 +90,7 @@ func listNames(ctx context.Context, c *kube.Clients, ns string, kind Kind, limit
 		}
 		meta = l.ListMeta
 	case KindDeployment:
-		l, err := c.Kube.AppsV1().Deployments(ns).List(ctx, opts)
+		l, err := c.Kube.Deployments(ns).List(ctx, opts)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -99,7 +99,7 @@ func listNames(ctx context.Context, c *kube.Clients, ns string, kind Kind, limit
 		}
 		meta = l.ListMeta
 	case KindStatefulSet:
-		l, err := c.Kube.AppsV1().StatefulSets(ns).List(ctx, opts)
+		l, err := c.Kube.StatefulSets(ns).List(ctx, opts)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -108,7 +108,7 @@ func listNames(ctx context.Context, c *kube.Clients, ns string, kind Kind, limit
 		}
 		meta = l.ListMeta
 	case KindJob:
-		l, err := c.Kube.BatchV1().Jobs(ns).List(ctx, opts)
+		l, err := c.Kube.Jobs(ns).List(ctx, opts)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -117,7 +117,7 @@ func listNames(ctx context.Context, c *kube.Clients, ns string, kind Kind, limit
 		}
 		meta = l.ListMeta
 	case KindCronJob:
-		l, err := c.Kube.BatchV1().CronJobs(ns).List(ctx, opts)
+		l, err := c.Kube.CronJobs(ns).List(ctx, opts)
 		if err != nil {
 			return nil, 0, err
 		}

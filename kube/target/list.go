@@ -55,7 +55,7 @@ func List(ctx context.Context, c *kube.Clients, ns string) (targets []Target, wa
 	var failures []error
 	fail := func(e error) { failures = append(failures, e) }
 
-	pods, err := c.Kube.CoreV1().Pods(ns).List(ctx, opts)
+	pods, err := c.Kube.Pods(ns).List(ctx, opts)
 	if err != nil {
 		fail(c.Explain(err, "list", "pods", ns))
 		pods = &corev1.PodList{}
@@ -72,21 +72,21 @@ func List(ctx context.Context, c *kube.Clients, ns string) (targets []Target, wa
 			Containers: containers(spec), Ready: anyReady(matched), Pods: countReady(matched)})
 	}
 
-	if l, err := c.Kube.AppsV1().Deployments(ns).List(ctx, metav1.ListOptions{}); err != nil {
+	if l, err := c.Kube.Deployments(ns).List(ctx, metav1.ListOptions{}); err != nil {
 		fail(c.Explain(err, "list", KindDeployment.Resource(), ns))
 	} else {
 		for _, d := range l.Items {
 			workload(KindDeployment, d.ObjectMeta, d.Spec.Selector, &d.Spec.Template.Spec)
 		}
 	}
-	if l, err := c.Kube.AppsV1().StatefulSets(ns).List(ctx, metav1.ListOptions{}); err != nil {
+	if l, err := c.Kube.StatefulSets(ns).List(ctx, metav1.ListOptions{}); err != nil {
 		fail(c.Explain(err, "list", KindStatefulSet.Resource(), ns))
 	} else {
 		for _, s := range l.Items {
 			workload(KindStatefulSet, s.ObjectMeta, s.Spec.Selector, &s.Spec.Template.Spec)
 		}
 	}
-	jobs, err := c.Kube.BatchV1().Jobs(ns).List(ctx, opts)
+	jobs, err := c.Kube.Jobs(ns).List(ctx, opts)
 	if err != nil {
 		fail(c.Explain(err, "list", KindJob.Resource(), ns))
 		jobs = &batchv1.JobList{}
@@ -94,7 +94,7 @@ func List(ctx context.Context, c *kube.Clients, ns string) (targets []Target, wa
 	for _, j := range jobs.Items {
 		workload(KindJob, j.ObjectMeta, j.Spec.Selector, &j.Spec.Template.Spec)
 	}
-	if l, err := c.Kube.BatchV1().CronJobs(ns).List(ctx, metav1.ListOptions{}); err != nil {
+	if l, err := c.Kube.CronJobs(ns).List(ctx, metav1.ListOptions{}); err != nil {
 		fail(c.Explain(err, "list", KindCronJob.Resource(), ns))
 	} else {
 		for _, cj := range l.Items {

@@ -36,7 +36,7 @@ type workload struct {
 func Resolve(ctx context.Context, c *kube.Clients, ns string, kind Kind, name, container string) (*Resolved, error) {
 	ref := string(kind) + "/" + name
 	if kind == KindPod {
-		pod, err := c.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		pod, err := c.Kube.Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil, notFound(ctx, c, ns, kind, name)
 		}
@@ -66,7 +66,7 @@ func Resolve(ctx context.Context, c *kube.Clients, ns string, kind Kind, name, c
 
 func resolveWorkload(ctx context.Context, c *kube.Clients, ns string, kind Kind, name, container string, w *workload) (*Resolved, error) {
 	ref := string(kind) + "/" + name
-	pods, err := c.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: w.selector.String()})
+	pods, err := c.Kube.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: w.selector.String()})
 	if err != nil {
 		return nil, c.Explain(err, "list", "pods", ns)
 	}
@@ -99,7 +99,7 @@ func templateSpec(t *corev1.PodTemplateSpec, pods []corev1.Pod) (*corev1.PodSpec
 
 func resolveCronJob(ctx context.Context, c *kube.Clients, ns, name, container string) (*Resolved, error) {
 	ref := "cronjob/" + name
-	cj, err := c.Kube.BatchV1().CronJobs(ns).Get(ctx, name, metav1.GetOptions{})
+	cj, err := c.Kube.CronJobs(ns).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, notFound(ctx, c, ns, KindCronJob, name)
 	}
@@ -111,7 +111,7 @@ func resolveCronJob(ctx context.Context, c *kube.Clients, ns, name, container st
 	if err != nil {
 		return nil, err
 	}
-	jobs, err := c.Kube.BatchV1().Jobs(ns).List(ctx, metav1.ListOptions{})
+	jobs, err := c.Kube.Jobs(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, c.Explain(err, "list", "jobs.batch", ns)
 	}
@@ -127,7 +127,7 @@ func resolveCronJob(ctx context.Context, c *kube.Clients, ns, name, container st
 		if err != nil || job.Spec.Selector == nil {
 			continue
 		}
-		pods, err := c.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+		pods, err := c.Kube.Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 		if err != nil {
 			return nil, c.Explain(err, "list", "pods", ns)
 		}
@@ -170,19 +170,19 @@ func getWorkload(ctx context.Context, c *kube.Clients, ns string, kind Kind, nam
 	var err error
 	switch kind {
 	case KindDeployment:
-		dep, e := c.Kube.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		dep, e := c.Kube.Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		err = e
 		if e == nil {
 			sel, tmpl = dep.Spec.Selector, &dep.Spec.Template
 		}
 	case KindStatefulSet:
-		sts, e := c.Kube.AppsV1().StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
+		sts, e := c.Kube.StatefulSets(ns).Get(ctx, name, metav1.GetOptions{})
 		err = e
 		if e == nil {
 			sel, tmpl = sts.Spec.Selector, &sts.Spec.Template
 		}
 	case KindJob:
-		job, e := c.Kube.BatchV1().Jobs(ns).Get(ctx, name, metav1.GetOptions{})
+		job, e := c.Kube.Jobs(ns).Get(ctx, name, metav1.GetOptions{})
 		err = e
 		if e == nil {
 			sel, tmpl = job.Spec.Selector, &job.Spec.Template
@@ -216,7 +216,7 @@ func newWorkload(ref string, sel *metav1.LabelSelector, tmpl *corev1.PodTemplate
 // group version is a single small request, unlike a full discovery walk.
 func rolloutsServed(ctx context.Context, c *kube.Clients) (bool, error) {
 	gv := RolloutGVR.GroupVersion().String()
-	raw, err := c.Kube.Discovery().RESTClient().Get().AbsPath("/apis/" + gv).DoRaw(ctx)
+	raw, err := c.Kube.RESTClient().Get().AbsPath("/apis/" + gv).DoRaw(ctx)
 	if apierrors.IsNotFound(err) {
 		return false, nil
 	}
@@ -254,7 +254,7 @@ func getRollout(ctx context.Context, c *kube.Clients, ns, name string) (*workloa
 	}
 	// A Rollout may borrow a Deployment's template (spec.workloadRef) instead of holding one.
 	if len(tmpl.Spec.Containers) == 0 && ref != "" {
-		if d, err := c.Kube.AppsV1().Deployments(ns).Get(ctx, ref, metav1.GetOptions{}); err == nil {
+		if d, err := c.Kube.Deployments(ns).Get(ctx, ref, metav1.GetOptions{}); err == nil {
 			tmpl = &d.Spec.Template
 		}
 	}

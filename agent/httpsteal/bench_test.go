@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kwarp-dev/kwarp/plugins/steal"
+	"github.com/kwarp-dev/kwarp/agent/api/stealfilter"
 )
 
 // BenchmarkRouter measures requests/s and latency of small keep-alive requests through a
@@ -28,7 +28,7 @@ func BenchmarkRouter(b *testing.B) {
 		local := newServer(b, "local", ok, h2)
 		f := newFront(b, Options{DialApp: app.dial})
 		for _, user := range []string{"bob", "carol", "alice"} {
-			f.add(b, user, "mine", &steal.Match{Header: hdrMatch("x-kwarp-user", steal.StringMatch{Regex: "^" + user + "$"})}, local.dial)
+			f.add(b, user, "mine", &stealfilter.Match{Header: hdrMatch("x-kwarp-user", stealfilter.StringMatch{Regex: "^" + user + "$"})}, local.dial)
 		}
 		for _, bc := range []struct {
 			name, url, user string

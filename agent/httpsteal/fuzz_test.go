@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kwarp-dev/kwarp/plugins/steal"
+	"github.com/kwarp-dev/kwarp/agent/api/stealfilter"
 )
 
 // FuzzServeConn writes arbitrary bytes as a client and half-closes: the router must neither
@@ -26,7 +26,7 @@ func FuzzServeConn(f *testing.F) {
 	app := newServer(f, "app", nil, true)
 	local := newServer(f, "local", nil, true)
 	fr := newFront(f, Options{DialApp: app.dial, SniffTimeout: 200 * time.Millisecond})
-	fr.add(f, "alice", "mine", &steal.Match{Header: hdrMatch("x-user", steal.StringMatch{Exact: "alice"})}, local.dial)
+	fr.add(f, "alice", "mine", &stealfilter.Match{Header: hdrMatch("x-user", stealfilter.StringMatch{Exact: "alice"})}, local.dial)
 	f.Fuzz(func(t *testing.T, in []byte) {
 		c, err := net.Dial("tcp", fr.addr)
 		if err != nil {

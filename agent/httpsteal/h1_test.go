@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kwarp-dev/kwarp/plugins/steal"
+	"github.com/kwarp-dev/kwarp/agent/api/stealfilter"
 )
 
-func hdrMatch(name string, m steal.StringMatch) []steal.HeaderMatch {
-	return []steal.HeaderMatch{{Name: name, StringMatch: m}}
+func hdrMatch(name string, m stealfilter.StringMatch) []stealfilter.HeaderMatch {
+	return []stealfilter.HeaderMatch{{Name: name, StringMatch: m}}
 }
 
 // TestRouting sends, for each kind of filter, a request it matches and one it does not on
@@ -27,46 +27,46 @@ func hdrMatch(name string, m steal.StringMatch) []steal.HeaderMatch {
 func TestRouting(t *testing.T) {
 	tests := []struct {
 		name      string
-		m         *steal.Match
+		m         *stealfilter.Match
 		matched   func(url string) *http.Request
 		unmatched func(url string) *http.Request
 	}{
 		{"header regex",
-			&steal.Match{Header: hdrMatch("x-kwarp-user", steal.StringMatch{Regex: "^alice$"})},
+			&stealfilter.Match{Header: hdrMatch("x-kwarp-user", stealfilter.StringMatch{Regex: "^alice$"})},
 			func(u string) *http.Request { return newReq(t, "GET", u+"/a", nil, "X-Kwarp-User", "alice") },
 			func(u string) *http.Request { return newReq(t, "GET", u+"/a", nil, "X-Kwarp-User", "bob") }},
 		{"header exact, one of several values",
-			&steal.Match{Header: hdrMatch("X-Tag", steal.StringMatch{Exact: "mine"})},
+			&stealfilter.Match{Header: hdrMatch("X-Tag", stealfilter.StringMatch{Exact: "mine"})},
 			func(u string) *http.Request { return newReq(t, "GET", u+"/", nil, "x-tag", "other", "x-tag", "mine") },
 			func(u string) *http.Request { return newReq(t, "GET", u+"/", nil, "x-tag", "other") }},
 		{"header presence",
-			&steal.Match{Header: hdrMatch("x-debug", steal.StringMatch{})},
+			&stealfilter.Match{Header: hdrMatch("x-debug", stealfilter.StringMatch{})},
 			func(u string) *http.Request { return newReq(t, "GET", u+"/", nil, "X-Debug", "") },
 			func(u string) *http.Request { return newReq(t, "GET", u+"/", nil) }},
 		{"path prefix, query excluded",
-			&steal.Match{Path: []steal.StringMatch{{Prefix: "/api/v2/"}}},
+			&stealfilter.Match{Path: []stealfilter.StringMatch{{Prefix: "/api/v2/"}}},
 			func(u string) *http.Request { return newReq(t, "GET", u+"/api/v2/orders?x=/api/v1/", nil) },
 			func(u string) *http.Request { return newReq(t, "GET", u+"/api/v1/orders?x=/api/v2/", nil) }},
 		{"path exact",
-			&steal.Match{Path: []steal.StringMatch{{Exact: "/health"}}},
+			&stealfilter.Match{Path: []stealfilter.StringMatch{{Exact: "/health"}}},
 			func(u string) *http.Request { return newReq(t, "GET", u+"/health", nil) },
 			func(u string) *http.Request { return newReq(t, "GET", u+"/healthz", nil) }},
 		{"path regex",
-			&steal.Match{Path: []steal.StringMatch{{Regex: `^/users/[0-9]+$`}}},
+			&stealfilter.Match{Path: []stealfilter.StringMatch{{Regex: `^/users/[0-9]+$`}}},
 			func(u string) *http.Request { return newReq(t, "GET", u+"/users/42", nil) },
 			func(u string) *http.Request { return newReq(t, "GET", u+"/users/me", nil) }},
 		{"method",
-			&steal.Match{Method: []string{"POST", "PUT"}},
+			&stealfilter.Match{Method: []string{"POST", "PUT"}},
 			func(u string) *http.Request { return newReq(t, "POST", u+"/x", strings.NewReader("body")) },
 			func(u string) *http.Request { return newReq(t, "GET", u+"/x", nil) }},
 		{"all_of",
-			&steal.Match{AllOf: []steal.Match{{Method: []string{"DELETE"}, Path: []steal.StringMatch{{Prefix: "/items/"}}}}},
+			&stealfilter.Match{AllOf: []stealfilter.Match{{Method: []string{"DELETE"}, Path: []stealfilter.StringMatch{{Prefix: "/items/"}}}}},
 			func(u string) *http.Request { return newReq(t, "DELETE", u+"/items/3", nil) },
 			func(u string) *http.Request { return newReq(t, "DELETE", u+"/other/3", nil) }},
 		{"any_of (the DESIGN.md example)",
-			&steal.Match{Method: []string{"GET", "POST"}, AnyOf: []steal.Match{{
-				Header: hdrMatch("x-kwarp-user", steal.StringMatch{Regex: "^alice$"}),
-				Path:   []steal.StringMatch{{Prefix: "/api/v2/"}},
+			&stealfilter.Match{Method: []string{"GET", "POST"}, AnyOf: []stealfilter.Match{{
+				Header: hdrMatch("x-kwarp-user", stealfilter.StringMatch{Regex: "^alice$"}),
+				Path:   []stealfilter.StringMatch{{Prefix: "/api/v2/"}},
 			}}},
 			func(u string) *http.Request { return newReq(t, "POST", u+"/api/v2/x", strings.NewReader("{}")) },
 			func(u string) *http.Request {
@@ -143,7 +143,7 @@ func TestBodies(t *testing.T) {
 	app := newServer(t, "app", nil, false)
 	local := newServer(t, "local", echo, false)
 	f := newFront(t, Options{DialApp: app.dial})
-	f.add(t, "alice", "mine", &steal.Match{Method: []string{"POST"}}, local.dial)
+	f.add(t, "alice", "mine", &stealfilter.Match{Method: []string{"POST"}}, local.dial)
 	c := client()
 
 	data := strings.Repeat("0123456789abcdef", 100000) // 1.6 MB
@@ -197,7 +197,7 @@ func TestLargeBodyStreamed(t *testing.T) {
 		io.Copy(w, io.LimitReader(zeros{}, size))
 	}), false)
 	f := newFront(t, Options{DialApp: app.dial})
-	f.add(t, "alice", "up", &steal.Match{Method: []string{"PUT"}}, local.dial)
+	f.add(t, "alice", "up", &stealfilter.Match{Method: []string{"PUT"}}, local.dial)
 	c := client()
 
 	peak := watchHeap(t)
@@ -235,7 +235,7 @@ func TestPipelined(t *testing.T) {
 	app := newServer(t, "app", nil, false)
 	local := newServer(t, "local", nil, false)
 	f := newFront(t, Options{DialApp: app.dial})
-	f.add(t, "alice", "mine", &steal.Match{Path: []steal.StringMatch{{Exact: "/2"}}}, local.dial)
+	f.add(t, "alice", "mine", &stealfilter.Match{Path: []stealfilter.StringMatch{{Exact: "/2"}}}, local.dial)
 	rc := dialRaw(t, f.addr)
 	rc.send(t, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /2 HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	for _, want := range []string{"app GET /1", "local POST /2", "app GET /3"} {
@@ -266,7 +266,7 @@ func TestHopByHop(t *testing.T) {
 	}), false)
 	app := newServer(t, "app", nil, false)
 	f := newFront(t, Options{DialApp: app.dial})
-	f.add(t, "alice", "mine", &steal.Match{Header: hdrMatch("x-user", steal.StringMatch{Exact: "alice"})}, local.dial)
+	f.add(t, "alice", "mine", &stealfilter.Match{Header: hdrMatch("x-user", stealfilter.StringMatch{Exact: "alice"})}, local.dial)
 
 	t.Run("expect 100-continue", func(t *testing.T) {
 		rc := dialRaw(t, f.addr)
@@ -346,7 +346,7 @@ func TestWebSocket(t *testing.T) {
 	app := newServer(t, "app", ws("app"), false)
 	local := newServer(t, "local", ws("local"), false)
 	f := newFront(t, Options{DialApp: app.dial})
-	f.add(t, "alice", "mine", &steal.Match{Header: hdrMatch("x-user", steal.StringMatch{Exact: "alice"})}, local.dial)
+	f.add(t, "alice", "mine", &stealfilter.Match{Header: hdrMatch("x-user", stealfilter.StringMatch{Exact: "alice"})}, local.dial)
 
 	for _, tc := range []struct{ user, want string }{{"alice", "local"}, {"bob", "app"}} {
 		rc := dialRaw(t, f.addr)
@@ -502,9 +502,9 @@ func TestRouteRemoved(t *testing.T) {
 	app := newServer(t, "app", nil, false)
 	local := newServer(t, "local", nil, false)
 	f := newFront(t, Options{DialApp: app.dial})
-	m := &steal.Match{Header: hdrMatch("x-user", steal.StringMatch{Exact: "alice"})}
+	m := &stealfilter.Match{Header: hdrMatch("x-user", stealfilter.StringMatch{Exact: "alice"})}
 	f.add(t, "alice", "mine", m, local.dial)
-	f.add(t, "alice", "second", &steal.Match{Path: []steal.StringMatch{{Prefix: "/mine"}}}, local.dial)
+	f.add(t, "alice", "second", &stealfilter.Match{Path: []stealfilter.StringMatch{{Prefix: "/mine"}}}, local.dial)
 	c := client()
 	if _, resp := get(t, c, newReq(t, "GET", f.url("/"), nil, "X-User", "alice")); resp.Header.Get("X-Served-By") != "local" {
 		t.Fatal("not stolen before the removal")
@@ -554,8 +554,8 @@ func TestLocalFails(t *testing.T) {
 	gone.Close()
 
 	f := newFront(t, Options{DialApp: app.dial})
-	f.add(t, "alice", "dying", &steal.Match{Header: hdrMatch("x-user", steal.StringMatch{Exact: "alice"})}, dying.dial)
-	f.add(t, "bob", "gone", &steal.Match{Header: hdrMatch("x-user", steal.StringMatch{Exact: "bob"})}, goneDial)
+	f.add(t, "alice", "dying", &stealfilter.Match{Header: hdrMatch("x-user", stealfilter.StringMatch{Exact: "alice"})}, dying.dial)
+	f.add(t, "bob", "gone", &stealfilter.Match{Header: hdrMatch("x-user", stealfilter.StringMatch{Exact: "bob"})}, goneDial)
 	c := client()
 
 	if body, _ := get(t, c, newReq(t, "GET", f.url("/x"), nil, "X-User", "bob")); body != "app GET /x" {
@@ -605,7 +605,7 @@ func TestContextEndsEverything(t *testing.T) {
 	t.Cleanup(func() { close(hang) }) // before the server's Close, which waits for the handler
 	app := newServer(t, "app", nil, false)
 	r, _ := New(Options{Port: 8080, DialApp: app.dial})
-	r.Add(Route{Owner: "a", Config: steal.Config{Port: 8080, Name: "x"}, Dial: local.dial})
+	r.Add(Route{Owner: "a", Config: stealfilter.Config{Port: 8080, Name: "x"}, Dial: local.dial})
 	cl, sv := net.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -627,11 +627,11 @@ func TestAdd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	user := func(v string) *steal.Match {
-		return &steal.Match{Header: hdrMatch("x-kwarp-user", steal.StringMatch{Regex: "^" + v + "$"})}
+	user := func(v string) *stealfilter.Match {
+		return &stealfilter.Match{Header: hdrMatch("x-kwarp-user", stealfilter.StringMatch{Regex: "^" + v + "$"})}
 	}
-	add := func(owner, name string, m *steal.Match, port int) error {
-		return r.Add(Route{Owner: owner, Config: steal.Config{Kind: "http", Name: name, Port: port, Match: m}, Dial: app.dial})
+	add := func(owner, name string, m *stealfilter.Match, port int) error {
+		return r.Add(Route{Owner: owner, Config: stealfilter.Config{Kind: "http", Name: name, Port: port, Match: m}, Dial: app.dial})
 	}
 	if err := add("alice@laptop", "mine", user("alice"), 8080); err != nil {
 		t.Fatal(err)
@@ -639,7 +639,7 @@ func TestAdd(t *testing.T) {
 	if err := add("bob@desk", "mine", user("bob"), 8080); err != nil {
 		t.Errorf("a distinct filter was refused: %v", err)
 	}
-	err = add("carol@box", "api", &steal.Match{Path: []steal.StringMatch{{Prefix: "/api"}}}, 8080)
+	err = add("carol@box", "api", &stealfilter.Match{Path: []stealfilter.StringMatch{{Prefix: "/api"}}}, 8080)
 	var oe *OverlapError
 	if !errors.As(err, &oe) || oe.Holder.Owner != "alice@laptop" {
 		t.Fatalf("overlap: %v, want an OverlapError naming alice@laptop", err)
@@ -648,7 +648,7 @@ func TestAdd(t *testing.T) {
 	if !strings.Contains(err.Error(), "X-Kwarp-User: alice") {
 		t.Errorf("message without an example: %v", err)
 	}
-	if err := add("alice@laptop", "api", &steal.Match{Method: []string{"GET"}, Header: hdrMatch("x-kwarp-user", steal.StringMatch{Exact: "alice"})}, 8080); err != nil {
+	if err := add("alice@laptop", "api", &stealfilter.Match{Method: []string{"GET"}, Header: hdrMatch("x-kwarp-user", stealfilter.StringMatch{Exact: "alice"})}, 8080); err != nil {
 		t.Errorf("an owner's own overlap was refused: %v", err)
 	}
 	if err := add("alice@laptop", "mine", user("x"), 8080); err == nil {
@@ -657,7 +657,7 @@ func TestAdd(t *testing.T) {
 	if err := add("dave", "other", user("dave"), 9090); err == nil {
 		t.Error("a route for another port was accepted")
 	}
-	if err := add("dave", "bad", &steal.Match{Path: []steal.StringMatch{{Regex: "("}}}, 8080); err == nil {
+	if err := add("dave", "bad", &stealfilter.Match{Path: []stealfilter.StringMatch{{Regex: "("}}}, 8080); err == nil {
 		t.Error("a bad regex was accepted")
 	}
 	if got := len(r.Routes()); got != 3 {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kwarp-dev/kwarp/plugins/steal"
+	"github.com/kwarp-dev/kwarp/agent/api/stealfilter"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
@@ -30,7 +30,7 @@ func h2cClient() *http.Client {
 	return &http.Client{Transport: tr, Timeout: 20 * time.Second}
 }
 
-var aliceOnly = &steal.Match{Header: hdrMatch("x-user", steal.StringMatch{Exact: "alice"})}
+var aliceOnly = &stealfilter.Match{Header: hdrMatch("x-user", stealfilter.StringMatch{Exact: "alice"})}
 
 func TestH2CPriorKnowledge(t *testing.T) {
 	app := newServer(t, "app", nil, true)
@@ -213,7 +213,7 @@ func TestGRPC(t *testing.T) {
 	_, appDial := grpcServer(t, "app")
 	localHealth, localDial := grpcServer(t, "local")
 	f := newFront(t, Options{DialApp: appDial})
-	f.add(t, "alice", "grpc", &steal.Match{Header: hdrMatch("x-kwarp-user", steal.StringMatch{Regex: "^alice$"})}, localDial)
+	f.add(t, "alice", "grpc", &stealfilter.Match{Header: hdrMatch("x-kwarp-user", stealfilter.StringMatch{Regex: "^alice$"})}, localDial)
 
 	cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kwarp-dev/kwarp/plugins/steal"
+	"github.com/kwarp-dev/kwarp/agent/api/stealfilter"
 	"github.com/rs/zerolog"
 )
 
@@ -122,9 +122,9 @@ func newFront(t testing.TB, opts Options) *front {
 
 func (f *front) url(path string) string { return "http://" + f.addr + path }
 
-func (f *front) add(t testing.TB, owner, name string, m *steal.Match, dial DialFunc) {
+func (f *front) add(t testing.TB, owner, name string, m *stealfilter.Match, dial DialFunc) {
 	t.Helper()
-	if err := f.Add(Route{Owner: owner, Config: steal.Config{Kind: "http", Name: name, Port: 8080, Match: m}, Dial: dial}); err != nil {
+	if err := f.Add(Route{Owner: owner, Config: stealfilter.Config{Kind: "http", Name: name, Port: 8080, Match: m}, Dial: dial}); err != nil {
 		t.Fatal(err)
 	}
 }

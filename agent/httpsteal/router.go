@@ -74,9 +74,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/kwarp-dev/kwarp/agent/api/stealfilter"
 	"github.com/kwarp-dev/kwarp/agent/httpsteal/filter"
 	"github.com/kwarp-dev/kwarp/agent/httpsteal/h1"
-	"github.com/kwarp-dev/kwarp/plugins/steal"
 	"github.com/rs/zerolog"
 	"golang.org/x/net/http2"
 )
@@ -118,7 +118,7 @@ type Route struct {
 	Owner string
 	// Config is the steal block: its Name identifies the route within the owner, its
 	// Match is the filter.
-	Config steal.Config
+	Config stealfilter.Config
 	// Dial connects to the local process.
 	Dial DialFunc
 }

@@ -52,12 +52,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kwarp-dev/kwarp/agent/api/stealfilter"
 	"github.com/kwarp-dev/kwarp/agent/api/tunnel"
 	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/agent/httpsteal"
 	"github.com/kwarp-dev/kwarp/agent/sessionserver"
 	"github.com/kwarp-dev/kwarp/logging"
-	"github.com/kwarp-dev/kwarp/plugins/steal"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -159,7 +159,7 @@ type sub struct {
 	session string
 	port    int
 	mode    agentv1.SubscribeRequest_Mode
-	filters []steal.Config // a filtered steal's blocks; nil: the whole port
+	filters []stealfilter.Config // a filtered steal's blocks; nil: the whole port
 	p       *port
 	log     zerolog.Logger
 	events  chan *agentv1.IncomingEvent // never closed: done says the end
@@ -245,7 +245,7 @@ func (s *Server) Subscribe(req *agentv1.SubscribeRequest, stream agentv1.Incomin
 		return status.Errorf(codes.InvalidArgument, "Subscribe: port %d: want 1 to 65535", req.Port)
 	}
 	port := int(req.Port)
-	var filters []steal.Config
+	var filters []stealfilter.Config
 	switch req.Mode {
 	case agentv1.SubscribeRequest_MIRROR:
 		if len(req.HttpFilters) > 0 {
@@ -253,7 +253,7 @@ func (s *Server) Subscribe(req *agentv1.SubscribeRequest, stream agentv1.Incomin
 		}
 	case agentv1.SubscribeRequest_STEAL:
 		for i, raw := range req.HttpFilters {
-			c, err := steal.DecodeConfig(raw)
+			c, err := stealfilter.Decode(raw)
 			if err != nil {
 				return status.Errorf(codes.InvalidArgument, "Subscribe: port %d: HTTP filter %d: %v", port, i, err)
 			}
@@ -490,7 +490,7 @@ func holderText(id, user, host string) string {
 	return t
 }
 
-func quoteNames(cs []steal.Config) string {
+func quoteNames(cs []stealfilter.Config) string {
 	names := make([]string, len(cs))
 	for i, c := range cs {
 		names[i] = fmt.Sprintf("%q", c.Name)

@@ -3,6 +3,7 @@ package steal
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/kwarp-dev/kwarp/agent/api/stealfilter"
 
 	"github.com/kwarp-dev/kwarp/sdk/schema"
 )
@@ -65,40 +66,13 @@ func stringMatch(what string) *schema.Block {
 	}
 }
 
-// Config is one decoded steal block.
-type Config struct {
-	Kind string `json:"kind"`
-	Name string `json:"name"`
-	Port int    `json:"port"`
-	// Match is nil when the block has no match: every request on the port is stolen.
-	Match *Match `json:"match"`
-}
-
-// Match is a match, all_of or any_of block. In match and all_of every condition must hold;
-// in any_of one is enough. Method, each Header, each Path, each AllOf and each AnyOf is one
-// condition.
-type Match struct {
-	Method []string      `json:"method"`
-	Header []HeaderMatch `json:"header"`
-	Path   []StringMatch `json:"path"`
-	AllOf  []Match       `json:"all_of"`
-	AnyOf  []Match       `json:"any_of"`
-}
-
-// HeaderMatch is a header block: the header Name's value matches.
-type HeaderMatch struct {
-	Name string `json:"name"`
-	StringMatch
-}
-
-// StringMatch holds exactly one way to match a string. Exact and Prefix are never empty when
-// set; an empty Regex matches any value, so a HeaderMatch with every field empty asks only
-// that the header is present.
-type StringMatch struct {
-	Regex  string `json:"regex"`
-	Exact  string `json:"exact"`
-	Prefix string `json:"prefix"`
-}
+// The decoded block is the filter the agent receives (agent/api/stealfilter).
+type (
+	Config      = stealfilter.Config
+	Match       = stealfilter.Match
+	HeaderMatch = stealfilter.HeaderMatch
+	StringMatch = stealfilter.StringMatch
+)
 
 // DecodeConfig reads one steal block's JSON as the core sends it.
 func DecodeConfig(data []byte) (Config, error) {

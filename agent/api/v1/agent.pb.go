@@ -1883,7 +1883,7 @@ type SubscribeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Port  uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"` // the pod's port
 	Mode  SubscribeRequest_Mode  `protobuf:"varint,2,opt,name=mode,proto3,enum=kwarp.agent.v1.SubscribeRequest_Mode" json:"mode,omitempty"`
-	// HTTP filters (steal only): none = the whole port. JSON of plugins/steal.Config, one per
+	// HTTP filters (steal only): none = the whole port. JSON of agent/api/stealfilter.Config, one per
 	// steal block on this port.
 	HttpFilters   [][]byte `protobuf:"bytes,3,rep,name=http_filters,json=httpFilters,proto3" json:"http_filters,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -1,4 +1,4 @@
-// Package filter compiles the match of a steal "http" block (plugins/steal.Config) into a
+// Package filter compiles the match of a steal "http" block (plugins/stealfilter.Config) into a
 // predicate over one HTTP request, and decides whether two blocks may both match one request
 // (Overlap), so that the agent can refuse a filter that another session already holds.
 //
@@ -27,7 +27,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/kwarp-dev/kwarp/plugins/steal"
+	"github.com/kwarp-dev/kwarp/agent/api/stealfilter"
 )
 
 // Header gives the values of a request's header fields with a name, compared
@@ -46,7 +46,7 @@ type Request struct {
 
 // Filter is a compiled steal block.
 type Filter struct {
-	cfg  steal.Config
+	cfg  stealfilter.Config
 	root *node // nil: every request
 }
 
@@ -81,7 +81,7 @@ type matcher struct {
 
 // Compile checks and compiles one steal block. It fails for a regex that does not compile
 // and a StringMatch with more than one way set.
-func Compile(c steal.Config) (*Filter, error) {
+func Compile(c stealfilter.Config) (*Filter, error) {
 	f := &Filter{cfg: c}
 	if c.Match != nil {
 		n, err := compileNode(c.Match, false, "match")
@@ -94,7 +94,7 @@ func Compile(c steal.Config) (*Filter, error) {
 }
 
 // MustCompile is Compile for tests and literals: it panics on error.
-func MustCompile(c steal.Config) *Filter {
+func MustCompile(c stealfilter.Config) *Filter {
 	f, err := Compile(c)
 	if err != nil {
 		panic(err)
@@ -102,7 +102,7 @@ func MustCompile(c steal.Config) *Filter {
 	return f
 }
 
-func compileNode(m *steal.Match, anyOf bool, where string) (*node, error) {
+func compileNode(m *stealfilter.Match, anyOf bool, where string) (*node, error) {
 	n := &node{any: anyOf}
 	if m.Method != nil {
 		n.hasM = true
@@ -142,7 +142,7 @@ func compileNode(m *steal.Match, anyOf bool, where string) (*node, error) {
 	return n, nil
 }
 
-func compileString(s steal.StringMatch) (*matcher, error) {
+func compileString(s stealfilter.StringMatch) (*matcher, error) {
 	set := 0
 	for _, v := range []string{s.Regex, s.Exact, s.Prefix} {
 		if v != "" {
@@ -168,7 +168,7 @@ func compileString(s steal.StringMatch) (*matcher, error) {
 }
 
 // Config is the block the filter was compiled from.
-func (f *Filter) Config() steal.Config { return f.cfg }
+func (f *Filter) Config() stealfilter.Config { return f.cfg }
 
 // Name is the block's name (its second label).
 func (f *Filter) Name() string { return f.cfg.Name }

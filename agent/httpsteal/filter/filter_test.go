@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kwarp-dev/kwarp/plugins/steal"
+	"github.com/kwarp-dev/kwarp/agent/api/stealfilter"
 )
 
 func hdr(kv ...string) http.Header {
@@ -17,27 +17,27 @@ func hdr(kv ...string) http.Header {
 	return h
 }
 
-func header(name string, m steal.StringMatch) steal.HeaderMatch {
-	return steal.HeaderMatch{Name: name, StringMatch: m}
+func header(name string, m stealfilter.StringMatch) stealfilter.HeaderMatch {
+	return stealfilter.HeaderMatch{Name: name, StringMatch: m}
 }
 
-func cfg(m *steal.Match) steal.Config {
-	return steal.Config{Kind: "http", Name: "t", Port: 8080, Match: m}
+func cfg(m *stealfilter.Match) stealfilter.Config {
+	return stealfilter.Config{Kind: "http", Name: "t", Port: 8080, Match: m}
 }
 
 // design is the example of DESIGN.md.
-var design = &steal.Match{
+var design = &stealfilter.Match{
 	Method: []string{"GET", "POST"},
-	AnyOf: []steal.Match{{
-		Header: []steal.HeaderMatch{header("x-kwarp-user", steal.StringMatch{Regex: "^alice$"})},
-		Path:   []steal.StringMatch{{Prefix: "/api/v2/"}},
+	AnyOf: []stealfilter.Match{{
+		Header: []stealfilter.HeaderMatch{header("x-kwarp-user", stealfilter.StringMatch{Regex: "^alice$"})},
+		Path:   []stealfilter.StringMatch{{Prefix: "/api/v2/"}},
 	}},
 }
 
 func TestMatch(t *testing.T) {
 	tests := []struct {
 		name string
-		m    *steal.Match
+		m    *stealfilter.Match
 		req  Request
 		want bool
 	}{
@@ -47,40 +47,40 @@ func TestMatch(t *testing.T) {
 		{"design: neither", design, Request{Method: "GET", Path: "/api/v1/", Header: hdr("X-Kwarp-User", "bob")}, false},
 		{"design: method", design, Request{Method: "PUT", Path: "/api/v2/orders"}, false},
 		{"design: regex is anchored by the user", design, Request{Method: "GET", Path: "/", Header: hdr("X-Kwarp-User", "alice2")}, false},
-		{"header name case-insensitive", &steal.Match{Header: []steal.HeaderMatch{header("X-KWARP-USER", steal.StringMatch{Exact: "a"})}},
+		{"header name case-insensitive", &stealfilter.Match{Header: []stealfilter.HeaderMatch{header("X-KWARP-USER", stealfilter.StringMatch{Exact: "a"})}},
 			Request{Header: hdr("x-kwarp-user", "a")}, true},
-		{"header: any of the values", &steal.Match{Header: []steal.HeaderMatch{header("x-u", steal.StringMatch{Exact: "b"})}},
+		{"header: any of the values", &stealfilter.Match{Header: []stealfilter.HeaderMatch{header("x-u", stealfilter.StringMatch{Exact: "b"})}},
 			Request{Header: hdr("x-u", "a", "x-u", "b")}, true},
-		{"header value is not split on commas", &steal.Match{Header: []steal.HeaderMatch{header("x-u", steal.StringMatch{Exact: "b"})}},
+		{"header value is not split on commas", &stealfilter.Match{Header: []stealfilter.HeaderMatch{header("x-u", stealfilter.StringMatch{Exact: "b"})}},
 			Request{Header: hdr("x-u", "a, b")}, false},
-		{"header presence", &steal.Match{Header: []steal.HeaderMatch{header("x-debug", steal.StringMatch{})}},
+		{"header presence", &stealfilter.Match{Header: []stealfilter.HeaderMatch{header("x-debug", stealfilter.StringMatch{})}},
 			Request{Header: hdr("X-Debug", "")}, true},
-		{"header absence", &steal.Match{Header: []steal.HeaderMatch{header("x-debug", steal.StringMatch{})}},
+		{"header absence", &stealfilter.Match{Header: []stealfilter.HeaderMatch{header("x-debug", stealfilter.StringMatch{})}},
 			Request{Header: hdr("X-Other", "1")}, false},
-		{"no header at all", &steal.Match{Header: []steal.HeaderMatch{header("x-debug", steal.StringMatch{})}},
+		{"no header at all", &stealfilter.Match{Header: []stealfilter.HeaderMatch{header("x-debug", stealfilter.StringMatch{})}},
 			Request{}, false},
-		{"header exact is case-sensitive", &steal.Match{Header: []steal.HeaderMatch{header("x-u", steal.StringMatch{Exact: "Alice"})}},
+		{"header exact is case-sensitive", &stealfilter.Match{Header: []stealfilter.HeaderMatch{header("x-u", stealfilter.StringMatch{Exact: "Alice"})}},
 			Request{Header: hdr("x-u", "alice")}, false},
-		{"path exact", &steal.Match{Path: []steal.StringMatch{{Exact: "/a"}}}, Request{Path: "/a"}, true},
-		{"path exact not prefix", &steal.Match{Path: []steal.StringMatch{{Exact: "/a"}}}, Request{Path: "/ab"}, false},
-		{"path regex unanchored", &steal.Match{Path: []steal.StringMatch{{Regex: "v[0-9]+"}}}, Request{Path: "/api/v12/x"}, true},
-		{"method list", &steal.Match{Method: []string{"PATCH"}}, Request{Method: "PATCH"}, true},
-		{"method is case-sensitive", &steal.Match{Method: []string{"PATCH"}}, Request{Method: "patch"}, false},
-		{"all_of", &steal.Match{AllOf: []steal.Match{{Path: []steal.StringMatch{{Prefix: "/a"}}, Method: []string{"GET"}}}},
+		{"path exact", &stealfilter.Match{Path: []stealfilter.StringMatch{{Exact: "/a"}}}, Request{Path: "/a"}, true},
+		{"path exact not prefix", &stealfilter.Match{Path: []stealfilter.StringMatch{{Exact: "/a"}}}, Request{Path: "/ab"}, false},
+		{"path regex unanchored", &stealfilter.Match{Path: []stealfilter.StringMatch{{Regex: "v[0-9]+"}}}, Request{Path: "/api/v12/x"}, true},
+		{"method list", &stealfilter.Match{Method: []string{"PATCH"}}, Request{Method: "PATCH"}, true},
+		{"method is case-sensitive", &stealfilter.Match{Method: []string{"PATCH"}}, Request{Method: "patch"}, false},
+		{"all_of", &stealfilter.Match{AllOf: []stealfilter.Match{{Path: []stealfilter.StringMatch{{Prefix: "/a"}}, Method: []string{"GET"}}}},
 			Request{Method: "POST", Path: "/a"}, false},
-		{"any_of inside all_of", &steal.Match{AllOf: []steal.Match{{AnyOf: []steal.Match{{
-			Path: []steal.StringMatch{{Exact: "/a"}, {Exact: "/b"}}}}}}}, Request{Path: "/b"}, true},
-		{"all_of inside any_of", &steal.Match{AnyOf: []steal.Match{{
-			Path:  []steal.StringMatch{{Exact: "/a"}},
-			AllOf: []steal.Match{{Method: []string{"GET"}, Path: []steal.StringMatch{{Prefix: "/b"}}}}}}},
+		{"any_of inside all_of", &stealfilter.Match{AllOf: []stealfilter.Match{{AnyOf: []stealfilter.Match{{
+			Path: []stealfilter.StringMatch{{Exact: "/a"}, {Exact: "/b"}}}}}}}, Request{Path: "/b"}, true},
+		{"all_of inside any_of", &stealfilter.Match{AnyOf: []stealfilter.Match{{
+			Path:  []stealfilter.StringMatch{{Exact: "/a"}},
+			AllOf: []stealfilter.Match{{Method: []string{"GET"}, Path: []stealfilter.StringMatch{{Prefix: "/b"}}}}}}},
 			Request{Method: "GET", Path: "/b/1"}, true},
-		{"all_of inside any_of fails", &steal.Match{AnyOf: []steal.Match{{
-			Path:  []steal.StringMatch{{Exact: "/a"}},
-			AllOf: []steal.Match{{Method: []string{"GET"}, Path: []steal.StringMatch{{Prefix: "/b"}}}}}}},
+		{"all_of inside any_of fails", &stealfilter.Match{AnyOf: []stealfilter.Match{{
+			Path:  []stealfilter.StringMatch{{Exact: "/a"}},
+			AllOf: []stealfilter.Match{{Method: []string{"GET"}, Path: []stealfilter.StringMatch{{Prefix: "/b"}}}}}}},
 			Request{Method: "POST", Path: "/b/1"}, false},
-		{"two any_of both needed", &steal.Match{AnyOf: []steal.Match{
-			{Method: []string{"GET"}, Path: []steal.StringMatch{{Exact: "/x"}}},
-			{Header: []steal.HeaderMatch{header("a", steal.StringMatch{Exact: "1"})}},
+		{"two any_of both needed", &stealfilter.Match{AnyOf: []stealfilter.Match{
+			{Method: []string{"GET"}, Path: []stealfilter.StringMatch{{Exact: "/x"}}},
+			{Header: []stealfilter.HeaderMatch{header("a", stealfilter.StringMatch{Exact: "1"})}},
 		}}, Request{Method: "GET", Path: "/y"}, false},
 	}
 	for _, tt := range tests {
@@ -94,10 +94,10 @@ func TestMatch(t *testing.T) {
 }
 
 func TestCompileErrors(t *testing.T) {
-	for _, m := range []*steal.Match{
-		{Path: []steal.StringMatch{{Regex: "("}}},
-		{Header: []steal.HeaderMatch{header("x", steal.StringMatch{Exact: "a", Prefix: "b"})}},
-		{AnyOf: []steal.Match{{Header: []steal.HeaderMatch{header("", steal.StringMatch{})}}}},
+	for _, m := range []*stealfilter.Match{
+		{Path: []stealfilter.StringMatch{{Regex: "("}}},
+		{Header: []stealfilter.HeaderMatch{header("x", stealfilter.StringMatch{Exact: "a", Prefix: "b"})}},
+		{AnyOf: []stealfilter.Match{{Header: []stealfilter.HeaderMatch{header("", stealfilter.StringMatch{})}}}},
 	} {
 		if _, err := Compile(cfg(m)); err == nil {
 			t.Errorf("Compile(%+v): no error", m)
@@ -124,57 +124,59 @@ func TestPathOf(t *testing.T) {
 }
 
 func TestOverlap(t *testing.T) {
-	user := func(m steal.StringMatch) *steal.Match {
-		return &steal.Match{Header: []steal.HeaderMatch{header("x-kwarp-user", m)}}
+	user := func(m stealfilter.StringMatch) *stealfilter.Match {
+		return &stealfilter.Match{Header: []stealfilter.HeaderMatch{header("x-kwarp-user", m)}}
 	}
-	path := func(m steal.StringMatch) *steal.Match { return &steal.Match{Path: []steal.StringMatch{m}} }
+	path := func(m stealfilter.StringMatch) *stealfilter.Match {
+		return &stealfilter.Match{Path: []stealfilter.StringMatch{m}}
+	}
 	tests := []struct {
 		name    string
-		a, b    *steal.Match
+		a, b    *stealfilter.Match
 		portB   int
 		want    bool
 		example string // when set, a substring of the example
 	}{
 		{"everything vs everything", nil, nil, 0, true, "GET /"},
 		{"other port", nil, nil, 9090, false, ""},
-		{"everything vs anything", nil, user(steal.StringMatch{Exact: "a"}), 0, true, "X-Kwarp-User: a"},
-		{"exact header values differ", user(steal.StringMatch{Exact: "alice"}), user(steal.StringMatch{Exact: "bob"}), 0, false, ""},
-		{"exact header values equal", user(steal.StringMatch{Exact: "alice"}), user(steal.StringMatch{Exact: "alice"}), 0, true, "alice"},
-		{"anchored regexes differ", user(steal.StringMatch{Regex: "^alice$"}), user(steal.StringMatch{Regex: "^bob$"}), 0, false, ""},
-		{"unanchored regexes meet", user(steal.StringMatch{Regex: "alice"}), user(steal.StringMatch{Regex: "bob"}), 0, true, ""},
-		{"regex alternation meets", user(steal.StringMatch{Regex: "^(alice|carol)$"}), user(steal.StringMatch{Regex: "^c[a-z]+l$"}), 0, true, "carol"},
-		{"regex alternation misses", user(steal.StringMatch{Regex: "^(alice|carol)$"}), user(steal.StringMatch{Regex: "^b"}), 0, false, ""},
-		{"case-insensitive regex", user(steal.StringMatch{Regex: "(?i)^ALICE$"}), user(steal.StringMatch{Exact: "alice"}), 0, true, "alice"},
-		{"regex vs exact miss", user(steal.StringMatch{Regex: "^a.*z$"}), user(steal.StringMatch{Exact: "abc"}), 0, false, ""},
-		{"regex vs prefix", user(steal.StringMatch{Regex: "^[0-9]+$"}), user(steal.StringMatch{Prefix: "12"}), 0, true, "12"},
-		{"regex vs prefix miss", user(steal.StringMatch{Regex: "^[0-9]+$"}), user(steal.StringMatch{Prefix: "1a"}), 0, false, ""},
-		{"header presence vs value", user(steal.StringMatch{}), user(steal.StringMatch{Exact: "bob"}), 0, true, "bob"},
-		{"different headers meet", user(steal.StringMatch{Exact: "a"}),
-			&steal.Match{Header: []steal.HeaderMatch{header("x-other", steal.StringMatch{Exact: "b"})}}, 0, true, "X-Other: b"},
-		{"header name case", user(steal.StringMatch{Exact: "a"}),
-			&steal.Match{Header: []steal.HeaderMatch{header("X-KWARP-USER", steal.StringMatch{Exact: "b"})}}, 0, false, ""},
-		{"prefix paths disjoint", path(steal.StringMatch{Prefix: "/api/v1/"}), path(steal.StringMatch{Prefix: "/api/v2/"}), 0, false, ""},
-		{"prefix paths nested", path(steal.StringMatch{Prefix: "/api/"}), path(steal.StringMatch{Prefix: "/api/v2/"}), 0, true, "GET /api/v2/"},
-		{"exact vs prefix path", path(steal.StringMatch{Exact: "/api"}), path(steal.StringMatch{Prefix: "/api/"}), 0, false, ""},
-		{"path regex vs prefix", path(steal.StringMatch{Regex: `^/users/[0-9]+$`}), path(steal.StringMatch{Prefix: "/users/4"}), 0, true, "/users/4"},
-		{"methods disjoint", &steal.Match{Method: []string{"GET"}}, &steal.Match{Method: []string{"POST", "PUT"}}, 0, false, ""},
-		{"methods meet", &steal.Match{Method: []string{"GET", "PUT"}}, &steal.Match{Method: []string{"POST", "PUT"}}, 0, true, "PUT /"},
-		{"methods disjoint, paths meet", &steal.Match{Method: []string{"GET"}, Path: []steal.StringMatch{{Prefix: "/"}}},
-			&steal.Match{Method: []string{"POST"}, Path: []steal.StringMatch{{Prefix: "/"}}}, 0, false, ""},
-		{"design vs bob", design, &steal.Match{Method: []string{"GET"}, Header: []steal.HeaderMatch{header("x-kwarp-user", steal.StringMatch{Regex: "^bob$"})}},
+		{"everything vs anything", nil, user(stealfilter.StringMatch{Exact: "a"}), 0, true, "X-Kwarp-User: a"},
+		{"exact header values differ", user(stealfilter.StringMatch{Exact: "alice"}), user(stealfilter.StringMatch{Exact: "bob"}), 0, false, ""},
+		{"exact header values equal", user(stealfilter.StringMatch{Exact: "alice"}), user(stealfilter.StringMatch{Exact: "alice"}), 0, true, "alice"},
+		{"anchored regexes differ", user(stealfilter.StringMatch{Regex: "^alice$"}), user(stealfilter.StringMatch{Regex: "^bob$"}), 0, false, ""},
+		{"unanchored regexes meet", user(stealfilter.StringMatch{Regex: "alice"}), user(stealfilter.StringMatch{Regex: "bob"}), 0, true, ""},
+		{"regex alternation meets", user(stealfilter.StringMatch{Regex: "^(alice|carol)$"}), user(stealfilter.StringMatch{Regex: "^c[a-z]+l$"}), 0, true, "carol"},
+		{"regex alternation misses", user(stealfilter.StringMatch{Regex: "^(alice|carol)$"}), user(stealfilter.StringMatch{Regex: "^b"}), 0, false, ""},
+		{"case-insensitive regex", user(stealfilter.StringMatch{Regex: "(?i)^ALICE$"}), user(stealfilter.StringMatch{Exact: "alice"}), 0, true, "alice"},
+		{"regex vs exact miss", user(stealfilter.StringMatch{Regex: "^a.*z$"}), user(stealfilter.StringMatch{Exact: "abc"}), 0, false, ""},
+		{"regex vs prefix", user(stealfilter.StringMatch{Regex: "^[0-9]+$"}), user(stealfilter.StringMatch{Prefix: "12"}), 0, true, "12"},
+		{"regex vs prefix miss", user(stealfilter.StringMatch{Regex: "^[0-9]+$"}), user(stealfilter.StringMatch{Prefix: "1a"}), 0, false, ""},
+		{"header presence vs value", user(stealfilter.StringMatch{}), user(stealfilter.StringMatch{Exact: "bob"}), 0, true, "bob"},
+		{"different headers meet", user(stealfilter.StringMatch{Exact: "a"}),
+			&stealfilter.Match{Header: []stealfilter.HeaderMatch{header("x-other", stealfilter.StringMatch{Exact: "b"})}}, 0, true, "X-Other: b"},
+		{"header name case", user(stealfilter.StringMatch{Exact: "a"}),
+			&stealfilter.Match{Header: []stealfilter.HeaderMatch{header("X-KWARP-USER", stealfilter.StringMatch{Exact: "b"})}}, 0, false, ""},
+		{"prefix paths disjoint", path(stealfilter.StringMatch{Prefix: "/api/v1/"}), path(stealfilter.StringMatch{Prefix: "/api/v2/"}), 0, false, ""},
+		{"prefix paths nested", path(stealfilter.StringMatch{Prefix: "/api/"}), path(stealfilter.StringMatch{Prefix: "/api/v2/"}), 0, true, "GET /api/v2/"},
+		{"exact vs prefix path", path(stealfilter.StringMatch{Exact: "/api"}), path(stealfilter.StringMatch{Prefix: "/api/"}), 0, false, ""},
+		{"path regex vs prefix", path(stealfilter.StringMatch{Regex: `^/users/[0-9]+$`}), path(stealfilter.StringMatch{Prefix: "/users/4"}), 0, true, "/users/4"},
+		{"methods disjoint", &stealfilter.Match{Method: []string{"GET"}}, &stealfilter.Match{Method: []string{"POST", "PUT"}}, 0, false, ""},
+		{"methods meet", &stealfilter.Match{Method: []string{"GET", "PUT"}}, &stealfilter.Match{Method: []string{"POST", "PUT"}}, 0, true, "PUT /"},
+		{"methods disjoint, paths meet", &stealfilter.Match{Method: []string{"GET"}, Path: []stealfilter.StringMatch{{Prefix: "/"}}},
+			&stealfilter.Match{Method: []string{"POST"}, Path: []stealfilter.StringMatch{{Prefix: "/"}}}, 0, false, ""},
+		{"design vs bob", design, &stealfilter.Match{Method: []string{"GET"}, Header: []stealfilter.HeaderMatch{header("x-kwarp-user", stealfilter.StringMatch{Regex: "^bob$"})}},
 			0, true, "/api/v2/"}, // the design's any_of steals /api/v2/ whoever asks
-		{"design vs bob elsewhere", design, &steal.Match{
-			Header: []steal.HeaderMatch{header("x-kwarp-user", steal.StringMatch{Regex: "^bob$"})},
-			Path:   []steal.StringMatch{{Prefix: "/api/v1/"}}}, 0, false, ""},
-		{"design vs DELETE", design, &steal.Match{Method: []string{"DELETE"}}, 0, false, ""},
-		{"any_of alternatives all disjoint", &steal.Match{AnyOf: []steal.Match{{Path: []steal.StringMatch{{Exact: "/a"}, {Exact: "/b"}}}}},
-			&steal.Match{AnyOf: []steal.Match{{Path: []steal.StringMatch{{Exact: "/c"}, {Prefix: "/d"}}}}}, 0, false, ""},
-		{"any_of one alternative meets", &steal.Match{AnyOf: []steal.Match{{Path: []steal.StringMatch{{Exact: "/a"}, {Exact: "/d/1"}}}}},
-			&steal.Match{AnyOf: []steal.Match{{Path: []steal.StringMatch{{Exact: "/c"}, {Prefix: "/d"}}}}}, 0, true, "/d/1"},
-		{"self-contradictory filter", &steal.Match{Path: []steal.StringMatch{{Exact: "/a"}, {Exact: "/b"}}}, nil, 0, false, ""},
-		{"word boundary is undecided: overlap", user(steal.StringMatch{Regex: `\balice\b`}), user(steal.StringMatch{Prefix: "bob"}), 0, true, ""},
-		{"word boundary not needed when exact decides", user(steal.StringMatch{Regex: `^\balice\b$`}), user(steal.StringMatch{Exact: "bob"}), 0, false, ""},
-		{"empty method list matches nothing", &steal.Match{Method: []string{}}, nil, 0, false, ""},
+		{"design vs bob elsewhere", design, &stealfilter.Match{
+			Header: []stealfilter.HeaderMatch{header("x-kwarp-user", stealfilter.StringMatch{Regex: "^bob$"})},
+			Path:   []stealfilter.StringMatch{{Prefix: "/api/v1/"}}}, 0, false, ""},
+		{"design vs DELETE", design, &stealfilter.Match{Method: []string{"DELETE"}}, 0, false, ""},
+		{"any_of alternatives all disjoint", &stealfilter.Match{AnyOf: []stealfilter.Match{{Path: []stealfilter.StringMatch{{Exact: "/a"}, {Exact: "/b"}}}}},
+			&stealfilter.Match{AnyOf: []stealfilter.Match{{Path: []stealfilter.StringMatch{{Exact: "/c"}, {Prefix: "/d"}}}}}, 0, false, ""},
+		{"any_of one alternative meets", &stealfilter.Match{AnyOf: []stealfilter.Match{{Path: []stealfilter.StringMatch{{Exact: "/a"}, {Exact: "/d/1"}}}}},
+			&stealfilter.Match{AnyOf: []stealfilter.Match{{Path: []stealfilter.StringMatch{{Exact: "/c"}, {Prefix: "/d"}}}}}, 0, true, "/d/1"},
+		{"self-contradictory filter", &stealfilter.Match{Path: []stealfilter.StringMatch{{Exact: "/a"}, {Exact: "/b"}}}, nil, 0, false, ""},
+		{"word boundary is undecided: overlap", user(stealfilter.StringMatch{Regex: `\balice\b`}), user(stealfilter.StringMatch{Prefix: "bob"}), 0, true, ""},
+		{"word boundary not needed when exact decides", user(stealfilter.StringMatch{Regex: `^\balice\b$`}), user(stealfilter.StringMatch{Exact: "bob"}), 0, false, ""},
+		{"empty method list matches nothing", &stealfilter.Match{Method: []string{}}, nil, 0, false, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,12 +224,12 @@ func parseExample(t *testing.T, ex string) *Request {
 
 func TestOverlapTooComplex(t *testing.T) {
 	// 11 any_of of two alternatives each: 2048 terms, past the budget → conservative
-	m := &steal.Match{}
+	m := &stealfilter.Match{}
 	for i := 0; i < 11; i++ {
-		m.AnyOf = append(m.AnyOf, steal.Match{Path: []steal.StringMatch{{Exact: "/a"}, {Exact: "/b"}}})
+		m.AnyOf = append(m.AnyOf, stealfilter.Match{Path: []stealfilter.StringMatch{{Exact: "/a"}, {Exact: "/b"}}})
 	}
 	a := MustCompile(cfg(m))
-	b := MustCompile(cfg(&steal.Match{Path: []steal.StringMatch{{Exact: "/c"}}}))
+	b := MustCompile(cfg(&stealfilter.Match{Path: []stealfilter.StringMatch{{Exact: "/c"}}}))
 	if !Overlaps(a, b) {
 		t.Error("a filter past the budget must count as overlapping")
 	}

@@ -110,6 +110,7 @@ type Options struct {
 func Run(ctx context.Context, o Options) (int, error) {
 	sessionID := newSessionID()
 	log := o.Log.With().Str("session", sessionID).Logger()
+	log.Debug().Msg("session starting")
 	say := func(format string, args ...any) { fmt.Fprintf(o.Progress, "kwarp: "+format+"\n", args...) }
 
 	features := layer.Probe()
@@ -134,7 +135,10 @@ func Run(ctx context.Context, o Options) (int, error) {
 		return started
 	}
 	// whatever happens, no plugin process outlives the session
-	defer func() { stopAll(waitPlugins().plugins) }()
+	defer func() {
+		stopAll(waitPlugins().plugins)
+		log.Debug().Msg("plugins stopped")
+	}()
 
 	// the API server is reached while the plugins start
 	type connected struct {
@@ -146,6 +150,13 @@ func Run(ctx context.Context, o Options) (int, error) {
 		c, err := o.Kube.Connect(ctx, log)
 		connecting <- connected{c, err}
 	}()
+	// the launcher process starts now and waits for its command's environment: its start
+	// overlaps the session's instead of following it
+	early, err := startLauncher(o)
+	if err != nil {
+		return 0, err
+	}
+	defer early.abandon()
 	if o.Configure != nil && o.Schemas != nil {
 		if err := o.Configure(maps.Clone(o.Schemas), &o); err != nil {
 			return 0, err
@@ -167,11 +178,15 @@ func Run(ctx context.Context, o Options) (int, error) {
 	if conn0.err != nil {
 		return 0, clusterErr("%w", conn0.err)
 	}
+	log.Debug().Msg("API server answered")
 	att, err := attach(ctx, o, conn0.clients, sessionID, say, log)
 	if err != nil {
 		return 0, err
 	}
-	defer att.close()
+	defer func() {
+		att.close()
+		log.Debug().Msg("agent released")
+	}()
 	resolved, conn := att.resolved, att.conn
 
 	scratch, err := newScratch()
@@ -184,6 +199,7 @@ func Run(ctx context.Context, o Options) (int, error) {
 		return 0, err
 	}
 	plugins := waitPlugins().plugins
+	log.Debug().Msg("plugins started")
 	if o.Schemas != nil {
 		if err := sameSchemas(plugins, o.Schemas); err != nil {
 			return 0, err
@@ -246,33 +262,61 @@ func Run(ctx context.Context, o Options) (int, error) {
 	if restore != nil {
 		trap = append(trap, seccomp.ExecSyscalls...)
 	}
-	code, err := launch(ctx, o, env, filterSpec{trap, rules}, features, podfiles.New(handler, netw.files), nh, ih, restore, att.hold, log)
+	code, err := launch(ctx, o, early, env, filterSpec{trap, rules}, features, podfiles.New(handler, netw.files), nh, ih, restore, att.hold, log)
 	handler.Flush()
 	return code, err
 }
 
-// launch starts the command under the filter and supervises it until it exits.
+// earlyLauncher is the launcher process, started when the session starts: it waits for the
+// command's environment and filter (launcher.Handoff), so its own start costs the session
+// nothing.
+type earlyLauncher struct {
+	cmd      *exec.Cmd
+	handoff  *launcher.Handoff
+	launched bool
+}
+
+func startLauncher(o Options) (*earlyLauncher, error) {
+	cmd := exec.Command(o.Self, append([]string{LaunchCommand, "--"}, o.Argv...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
+	// if kwarp is killed, its command must not live on with trapped calls nobody answers
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	handoff, err := launcher.Prepare(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		handoff.Close()
+		return nil, fmt.Errorf("start the launcher: %w", err)
+	}
+	return &earlyLauncher{cmd: cmd, handoff: handoff}, nil
+}
+
+// abandon ends a launcher whose command was never launched (the session failed first); it
+// exits without a word.
+func (l *earlyLauncher) abandon() {
+	if l.launched {
+		return
+	}
+	l.handoff.Close()
+	l.cmd.Wait()
+}
+
 // filterSpec is what the seccomp filter traps: whole syscalls, and rules with conditions.
 type filterSpec struct {
 	trap  []string
 	rules []seccomp.Rule
 }
 
-func launch(ctx context.Context, o Options, env []string, fs filterSpec, features layer.Features,
+// launch starts the command under the filter and supervises it until it exits.
+func launch(ctx context.Context, o Options, l *earlyLauncher, env []string, fs filterSpec, features layer.Features,
 	h layer.Handler, nh layer.NetHandler, ih layer.IncomingHandler, restore func(int, string, []string) []string, hold *Hold, log zerolog.Logger) (int, error) {
 	filter, err := seccomp.NewFilter(fs.trap, fs.rules...)
 	if err != nil {
 		return 0, err
 	}
-	cmd := exec.Command(o.Self, append([]string{LaunchCommand, "--"}, o.Argv...)...)
-	cmd.Env = env
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = o.Stdin, o.Stdout, o.Stderr
-	// if kwarp is killed, its command must not live on with trapped calls nobody answers
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	handoff, err := launcher.Prepare(cmd)
-	if err != nil {
-		return 0, err
-	}
+	cmd, handoff := l.cmd, l.handoff
+	l.launched = true
 	// the terminal's Ctrl-C reaches the command (same process group); kwarp waits for it.
 	// Caught and dropped, not ignored: an ignored signal stays ignored across exec, and a
 	// command that starts with SIGINT ignored (Python, shells) would not stop on Ctrl-C.
@@ -286,13 +330,13 @@ func launch(ctx context.Context, o Options, env []string, fs filterSpec, feature
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
-	if err := cmd.Start(); err != nil {
-		handoff.Close()
-		return 0, fmt.Errorf("start the launcher: %w", err)
+	err = handoff.SendEnv(env)
+	var listener *os.File
+	if err == nil {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		listener, err = handoff.Listener(lctx, filter, features.WaitKillableRecv)
+		cancel()
 	}
-	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	listener, err := handoff.Listener(lctx, filter, features.WaitKillableRecv)
-	cancel()
 	if err != nil {
 		handoff.Close()
 		code := waitStatus(cmd.Wait())
@@ -409,11 +453,13 @@ func attach(ctx context.Context, o Options, clients *kube.Clients, sessionID str
 	if err != nil {
 		return nil, clusterErr("%w", err)
 	}
+	log.Debug().Str("agent", agent.Pod).Bool("reused", agent.Reused).Msg("agent found")
 	conn, err := agent.Dial(ctx)
 	if err != nil {
 		agent.Close()
 		return nil, clusterErr("connect to the agent: %w", err)
 	}
+	log.Debug().Msg("agent connected")
 	hold, err := OpenSession(ctx, conn, sessionID)
 	if err != nil {
 		agent.Close()

@@ -3,7 +3,11 @@
 // kwarp re-executes itself as the launcher (an internal subcommand) with one end of a
 // SOCK_SEQPACKET socketpair; the parent keeps the other end. The exchange:
 //
-//	parent → launcher   "KWL1", flags, the compiled BPF program
+//	parent → launcher   optionally, 'V' messages: the command's environment (the parent may
+//	                    start the launcher before it knows it, so that the launcher's own start
+//	                    overlaps the session's; without them the command gets the launcher's)
+//	parent → launcher   "KWL1", flags, the compiled BPF program (closing the socket instead
+//	                    abandons the launch: the launcher exits 3 without a word)
 //	launcher            looks the command up in PATH (before any filter: the lookup's stats
 //	                    must not be trapped), then installs the program on the thread that will
 //	                    exec, with a new listener

@@ -49,16 +49,30 @@ func Prepare(cmd *exec.Cmd) (*Handoff, error) {
 	return &Handoff{conn: c.(*net.UnixConn), child: child}, nil
 }
 
+// SendEnv gives the started launcher the environment the command gets, for a launcher started
+// before it was known (the command otherwise gets the launcher's own). Call it before Listener.
+func (h *Handoff) SendEnv(env []string) error {
+	h.dropChild()
+	b := encodeEnv(env)
+	for len(b) > 0 {
+		n := min(len(b), envChunk)
+		if _, _, err := h.conn.WriteMsgUnix(append([]byte{msgEnv}, b[:n]...), nil, nil); err != nil {
+			if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
+				return ErrLauncherExited
+			}
+			return fmt.Errorf("launcher: sending the environment: %w", err)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
 // Listener sends the filter to the started launcher and returns the seccomp listener it
 // installed. waitKillable asks for SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (use it when
 // layer.Probe found it). It returns ErrLauncherExited when the launcher ended first. The
 // launcher waits after this until Release: start serving the listener, then Release.
 func (h *Handoff) Listener(ctx context.Context, f *seccomp.Filter, waitKillable bool) (*os.File, error) {
-	// The child has its copy now; ours would keep the socket open after the child died.
-	if h.child != nil {
-		h.child.Close()
-		h.child = nil
-	}
+	h.dropChild()
 	if d, ok := ctx.Deadline(); ok {
 		h.conn.SetDeadline(d)
 	}
@@ -104,6 +118,15 @@ func (h *Handoff) Listener(ctx context.Context, f *seccomp.Filter, waitKillable 
 	}
 	unix.CloseOnExec(fds[0])
 	return os.NewFile(uintptr(fds[0]), "seccomp-listener"), nil
+}
+
+// dropChild closes our copy of the started launcher's end: it would keep the socket open
+// after the launcher died, and a write would wait for a reader that is gone.
+func (h *Handoff) dropChild() {
+	if h.child != nil {
+		h.child.Close()
+		h.child = nil
+	}
 }
 
 func (h *Handoff) ctxErr(ctx context.Context, err error) error {

@@ -1,6 +1,7 @@
 package launcher
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ const (
 	// flagWaitKillable asks for SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV.
 	flagWaitKillable = 1 << 0
 
+	msgEnv      = 'V' // + part of the command's environment (NUL-terminated entries)
 	msgListener = 'F' // + SCM_RIGHTS: the listener
 	msgFailed   = 'E' // + text: why the filter could not be installed
 	msgGo       = 'G' // the supervisor serves: exec
@@ -55,4 +57,30 @@ func decodeSetup(b []byte) (setup, error) {
 		return setup{}, fmt.Errorf("launcher: %w", err)
 	}
 	return setup{program: prog, waitKillable: flags&flagWaitKillable != 0}, nil
+}
+
+// envChunk bounds one msgEnv message, well under the socket's buffer and the launcher's
+// receive buffer.
+const envChunk = 16 << 10
+
+// encodeEnv is env as the msgEnv messages carry it, split anywhere.
+func encodeEnv(env []string) []byte {
+	var b []byte
+	for _, kv := range env {
+		b = append(append(b, kv...), 0)
+	}
+	return b
+}
+
+func decodeEnv(b []byte) []string {
+	env := []string{}
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, 0)
+		if i < 0 {
+			i = len(b)
+		}
+		env = append(env, string(b[:i]))
+		b = b[min(i+1, len(b)):]
+	}
+	return env
 }

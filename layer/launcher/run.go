@@ -22,9 +22,15 @@ import (
 // exits 127 (not found), 126 (not executable) or 3 (no filter).
 func Run(sock *os.File, argv []string, env []string) {
 	code, err := run(sock, argv, env)
-	fmt.Fprintf(os.Stderr, "kwarp: %v\n", err)
+	if !errors.Is(err, errAbandoned) {
+		fmt.Fprintf(os.Stderr, "kwarp: %v\n", err)
+	}
 	os.Exit(code)
 }
+
+// errAbandoned is a parent that closed the socket before the setup: its session failed before
+// the command was to run, and it has said why.
+var errAbandoned = errors.New("launcher: the parent closed the socket before the setup")
 
 // FromEnv returns the socket named by FDEnv, the launcher's end of the handshake.
 func FromEnv() (*os.File, error) {
@@ -51,15 +57,6 @@ func run(sock *os.File, argv []string, env []string) (int, error) {
 	if len(argv) == 0 {
 		return ExitSetup, errors.New("launcher: no command")
 	}
-	// The lookup runs before the filter: its stats are the launcher's business, not the
-	// session's. A missing command ends here, with the socket closed: the parent sees the
-	// launcher exit and takes its status.
-	path, err := lookPath(argv[0], envValue(env, "PATH"))
-	if err != nil {
-		var le *lookupError
-		errors.As(err, &le)
-		return le.code, err
-	}
 	raw, err := sock.SyscallConn()
 	if err != nil {
 		return ExitSetup, fmt.Errorf("launcher: socket: %w", err)
@@ -69,17 +66,44 @@ func run(sock *os.File, argv []string, env []string) (int, error) {
 	// The command must not inherit the socket.
 	unix.CloseOnExec(fd)
 
+	// The command's environment, when the parent sends it (it started the launcher before the
+	// environment was known, so that this process's start overlaps the session's), comes in
+	// envChunk messages before the setup.
+	var sent []byte
+	envSent := false
 	buf := make([]byte, maxSetup)
-	n, _, _, _, err := unix.Recvmsg(fd, buf, nil, 0)
-	if err != nil {
-		return ExitSetup, fmt.Errorf("launcher: reading the setup: %w", err)
-	}
-	if n == 0 {
-		return ExitSetup, errors.New("launcher: the parent closed the socket before the setup")
+	var n int
+	for {
+		n, _, _, _, err = unix.Recvmsg(fd, buf, nil, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return ExitSetup, fmt.Errorf("launcher: reading the setup: %w", err)
+		}
+		if n == 0 {
+			return ExitSetup, errAbandoned
+		}
+		if buf[0] != msgEnv {
+			break
+		}
+		sent, envSent = append(sent, buf[1:n]...), true
 	}
 	st, err := decodeSetup(buf[:n])
 	if err != nil {
 		return ExitSetup, err
+	}
+	if envSent {
+		env = decodeEnv(sent)
+	}
+	// The lookup runs before the filter: its stats are the launcher's business, not the
+	// session's. A missing command ends here, with the socket closed: the parent sees the
+	// launcher exit and takes its status.
+	path, err := lookPath(argv[0], envValue(env, "PATH"))
+	if err != nil {
+		var le *lookupError
+		errors.As(err, &le)
+		return le.code, err
 	}
 
 	// From here this goroutine owns its OS thread for good: the filter is installed on this

@@ -239,7 +239,10 @@ type runOpts struct {
 	onExec   func(pid int, path string, argv, envp []string)
 	stdin    io.Reader
 	env      []string // added to the command's environment
-	quiet    bool     // log warnings only (benchmarks: a debug line per call would be measured too)
+	// sendEnv, when set, is sent to the started launcher as the command's whole environment
+	// (as kwarp exec does with a launcher it started before the environment was known)
+	sendEnv []string
+	quiet   bool // log warnings only (benchmarks: a debug line per call would be measured too)
 	// during runs while the command runs, with a way to stop the supervisor early.
 	during func(cmd *exec.Cmd, stopSupervisor func() error)
 }
@@ -283,6 +286,11 @@ func runUnder(tb testing.TB, h layer.Handler, argv []string, o runOpts) result {
 	// Whatever happens, the tree dies with the test.
 	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 
+	if o.sendEnv != nil {
+		if err := ho.SendEnv(o.sendEnv); err != nil {
+			tb.Fatal(err)
+		}
+	}
 	lis, err := ho.Listener(ctx, filter, feat.WaitKillableRecv)
 	if errors.Is(err, launcher.ErrLauncherExited) {
 		ho.Close()

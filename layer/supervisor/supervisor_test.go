@@ -523,4 +523,41 @@ func TestFilterRefusedByKernel(t *testing.T) {
 	}
 }
 
+func TestLauncherStartedEarlyGetsTheEnvironmentSent(t *testing.T) {
+	big := strings.Repeat("x", 40<<10) // more than one message of the handoff
+	r := runUnder(t, newFakeFS(t.TempDir()), []string{"/bin/sh", "-c", `echo "$KWARP_TEST_SENT|$KWARP_TEST_OWN|${#KWARP_TEST_BIG}"`}, runOpts{
+		trap:    []string{"openat"},
+		env:     []string{"KWARP_TEST_OWN=the-launcher's-own"},
+		sendEnv: []string{"PATH=/usr/bin:/bin", "KWARP_TEST_SENT=sent", "KWARP_TEST_BIG=" + big},
+	})
+	if r.state.ExitCode() != 0 {
+		t.Fatalf("exit %v, stderr %s", r.state, r.stderr)
+	}
+	if got, want := strings.TrimSpace(r.stdout), "sent||40960"; got != want {
+		t.Fatalf("the command printed %q, want %q: it must get the environment sent, not the launcher's", got, want)
+	}
+}
+
+func TestLauncherAbandonedBeforeTheSetupExitsQuietly(t *testing.T) {
+	requireLayer(t)
+	cmd := exec.Command(os.Args[0], "--", "true")
+	cmd.Env = append(os.Environ(), roleLaunch+"=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	ho, err := launcherPrepare(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// the session failed before its command was to run: kwarp has said why, the launcher
+	// must not add a line of its own
+	ho.Close()
+	cmd.Wait()
+	if cmd.ProcessState.ExitCode() != 3 || stderr.Len() != 0 {
+		t.Fatalf("abandoned launcher: %v, stderr %q; want exit 3 and nothing printed", cmd.ProcessState, stderr.String())
+	}
+}
+
 var _ = bufio.NewReader

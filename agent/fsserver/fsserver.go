@@ -30,6 +30,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"sync"
 
 	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/agent/creds"
@@ -44,6 +45,8 @@ import (
 // ChunkSize is the size of a Read message's data: large enough that a file's bytes cross the
 // port-forward in few messages, small enough to stay far below gRPC's 4 MiB message limit.
 const ChunkSize = 256 << 10
+
+var chunks = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return &b }}
 
 // Server is the Fs service of the target loc gives; a nil loc is a targetless agent.
 type Server struct {
@@ -135,7 +138,17 @@ func (s *Server) Read(req *agentv1.ReadRequest, stream agentv1.Fs_ReadServer) er
 	defer f.Close()
 
 	// The bytes are read here, off the credential thread: the open was the permission check.
-	buf := make([]byte, ChunkSize)
+	// The usual small file gets a buffer of its size plus one byte (one read sees its end, one
+	// message carries it); a file that reports no size (procfs, sysfs) or a big one gets a
+	// pooled ChunkSize buffer. A fresh ChunkSize buffer per read cost more than the read.
+	var buf []byte
+	if info.Size > 0 && info.Size < ChunkSize {
+		buf = make([]byte, info.Size+1)
+	} else {
+		pb := chunks.Get().(*[]byte)
+		defer chunks.Put(pb)
+		buf = *pb
+	}
 	var total int64
 	first := true
 	for {

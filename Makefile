@@ -22,7 +22,7 @@ UNIT_PKGS = $(shell go list ./... | grep -v /test/e2e)
 .PHONY: build image deps cluster-bins cluster-up cluster-down cluster-load test test-unit e2e \
 	bench lint demo proto clean FORCE
 
-build: bin/kwarp bin/kwarp-agent
+build: bin/kwarp bin/kwarp-agent bin/kwarp-agent-init
 
 bin/kwarp: FORCE
 	go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/kwarp
@@ -32,17 +32,23 @@ bin/kwarp-agent: FORCE
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/kwarp-agent
 	@file $@ | grep -q 'statically linked' || { echo "$@ is not statically linked" >&2; exit 1; }
 
+# the agent container's first process and netfilter guard: small and static, beside the agent
+bin/kwarp-agent-init: FORCE
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $@ ./cmd/kwarp-agent-init
+	@file $@ | grep -q 'statically linked' || { echo "$@ is not statically linked" >&2; exit 1; }
+
 bin/testcluster: FORCE
 	go build -o $@ ./test/cluster/cmd/testcluster
 
 # the image reference comes from the agent binary itself, so the CLI and image always agree.
-# Beside the static agent: Debian's iptables for agent/netfilter (make deps installs it; the list
-# is internal/imagepack.Xtables, which the e2e tests' image uses too) with, by -libs, the shared
-# libraries of all of it. /run is where iptables-legacy takes its lock.
-image: bin/kwarp-agent
+# The static agent and its small first process (the entrypoint), and Debian's iptables for
+# agent/netfilter (make deps installs it; the list is internal/imagepack.Xtables, which the e2e
+# tests' image uses too) with, by -libs, the shared libraries of all of it. /run is where
+# iptables-legacy takes its lock.
+image: bin/kwarp-agent bin/kwarp-agent-init
 	ref=$$(bin/kwarp-agent -version | sed -n 's/^agent image: //p'); \
-	go run ./cmd/imagepack -o dist/kwarp-agent.tar -ref "$$ref" -entrypoint /kwarp-agent -dir /tmp:1777 -dir /run:0755 \
-		-xtables -libs bin/kwarp-agent && \
+	go run ./cmd/imagepack -o dist/kwarp-agent.tar -ref "$$ref" -entrypoint /kwarp-agent-init -dir /tmp:1777 -dir /run:0755 \
+		-xtables -libs bin/kwarp-agent bin/kwarp-agent-init && \
 	echo "dist/kwarp-agent.tar: $$ref"
 
 # Debian packages the cluster and the tests need (installed only when missing)

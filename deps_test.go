@@ -19,6 +19,9 @@ func TestForbiddenDependencies(t *testing.T) {
 		{"./cmd/kwarp-agent", []string{"k8s.io/client-go", "github.com/spf13/cobra", "github.com/kwarp-dev/kwarp/cli",
 			"github.com/hashicorp/go-plugin", "github.com/hashicorp/hcl/v2"}},
 		{"./cmd/kwarp", []string{"k8s.io/client-go/kubernetes"}},
+		// the agent container's first process and guard: resident as long as the agent
+		{"./cmd/kwarp-agent-init", []string{"google.golang.org/grpc", "google.golang.org/protobuf", "golang.org/x/net",
+			"github.com/kwarp-dev/kwarp/agent/api"}},
 		{"./agent/...", []string{"k8s.io/client-go", "github.com/spf13/cobra"}},
 		{"./layer/...", []string{"k8s.io/client-go", "google.golang.org/grpc"}},
 		{"./sdk/...", []string{"github.com/kwarp-dev/kwarp/core", "k8s.io/client-go"}},

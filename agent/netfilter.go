@@ -35,7 +35,7 @@ func (s *Server) startNetfilter(ctx context.Context) *netfilterState {
 	go func() {
 		defer close(st.done)
 		id := netfilter.NewID()
-		r, err := netfilter.New(ctx, st.ns, id, netfilter.Options{Log: s.log})
+		r, err := netfilter.New(ctx, st.ns, id, netfilter.Options{Log: s.log, GuardExe: s.opts.GuardExe})
 		if err != nil {
 			st.err = err
 			s.log.Warn().Err(err).Msg("netfilter unavailable: incoming traffic cannot be stolen")

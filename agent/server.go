@@ -86,6 +86,9 @@ type Options struct {
 	// NodeIPs are the node's addresses, when known: incoming connections from them (the
 	// kubelet's probes) always go to the app, even under a whole-port steal.
 	NodeIPs []netip.Addr
+	// GuardExe is the program started as the netfilter guard (netfilter.Options.GuardExe); ""
+	// is the agent's own executable.
+	GuardExe string
 }
 
 // Server is the agent's gRPC server.

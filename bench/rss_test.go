@@ -115,7 +115,7 @@ func peaks(cmd *exec.Cmd, match func(argv []string) bool) (usage, error) {
 func agentHWM(podUID string) (kb int64, procs, agents int) {
 	ids := []string{"pod" + podUID, "pod" + strings.ReplaceAll(podUID, "-", "_")}
 	for _, p := range processes() {
-		if p.argv[0] != "/kwarp-agent" {
+		if p.argv[0] != "/kwarp-agent" && p.argv[0] != "/kwarp-agent-init" { // the agent, its first process, its guard
 			continue
 		}
 		agents++

@@ -16,13 +16,13 @@
 //
 // pid is the agent's own, target_pid the target's in the agent's PID namespace (0: targetless).
 //
-// The container's first process is a small supervisor (worker.go) that runs the agent as its
-// child and waits for it and for the netfilter guard: a crashed or killed agent still has its
-// rules removed.
-//
-// Run with netfilter.GuardArg as its first argument, the binary is the guard of an agent's
-// netfilter rules instead (agent/netfilter starts it so, the first time it adds a rule): it
-// waits for the agent to end and removes whatever rules the agent left.
+// The container's first process is a small supervisor, cmd/kwarp-agent-init next to this binary
+// in the image (agent/supervise), that runs the agent as its child and waits for it and for the
+// netfilter guard: a crashed or killed agent still has its rules removed. The guard is that
+// small program too (agent/netfilter starts it the first time it adds a rule): it waits for the
+// agent to end and removes whatever rules the agent left. Without kwarp-agent-init beside it,
+// this binary plays both parts itself: started without the worker mark it supervises itself,
+// and with netfilter.GuardArg first it is the guard.
 //
 // The image also holds Debian's iptables (xtables-legacy-multi, xtables-nft-multi, their
 // extensions and shared libraries) for agent/netfilter; the agent itself stays static.
@@ -38,22 +38,45 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/kwarp-dev/kwarp/agent"
 	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/agent/netfilter"
+	"github.com/kwarp-dev/kwarp/agent/supervise"
 	"github.com/kwarp-dev/kwarp/logging"
 	"github.com/kwarp-dev/kwarp/version"
 	"github.com/rs/zerolog"
 )
 
+// InitName is the small first process and guard, looked for next to the agent's executable.
+const InitName = "kwarp-agent-init"
+
 func main() {
-	if os.Getenv(workerEnv) == "" && (len(os.Args) < 2 || os.Args[1] != netfilter.GuardArg) {
-		os.Exit(superviseWorker(os.Args[1:]))
+	if os.Getenv(supervise.WorkerEnv) == "" && (len(os.Args) < 2 || os.Args[1] != netfilter.GuardArg) {
+		self, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "kwarp-agent: find its own executable:", err)
+			os.Exit(1)
+		}
+		os.Exit(supervise.Run(self, os.Args[1:]))
 	}
 	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// initBinary is kwarp-agent-init beside the agent, or "" when there is none.
+func initBinary() string {
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	p := filepath.Join(filepath.Dir(self), InitName)
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	return p
 }
 
 // config is what the flags say.
@@ -119,6 +142,8 @@ func run(args []string, stderr io.Writer) int {
 			log.Warn().Str(agentv1.NodeIPEnv, v).Msg("not an IP address; ignored")
 		}
 	}
+
+	c.opts.GuardExe = initBinary()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -54,8 +54,9 @@ func KwarpBinary(t testing.TB) string {
 	return kwarpPath
 }
 
-// AgentImage builds cmd/kwarp-agent statically with KwarpVersion, packs it the way `make image`
-// does and loads it into the cluster, once per run. It returns the image reference.
+// AgentImage builds cmd/kwarp-agent and cmd/kwarp-agent-init statically with KwarpVersion, packs
+// them the way `make image` does and loads the image into the cluster, once per run. It returns
+// the image reference.
 func AgentImage(t testing.TB) string {
 	t.Helper()
 	agentOnce.Do(func() {
@@ -67,13 +68,17 @@ func AgentImage(t testing.TB) string {
 			return
 		}
 		defer os.RemoveAll(dir)
-		bin := filepath.Join(dir, "kwarp-agent")
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", versionLDFlags(), "-o", bin,
-			"github.com/kwarp-dev/kwarp/cmd/kwarp-agent")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			agentErr = fmt.Errorf("go build cmd/kwarp-agent: %w\n%s", err, out)
-			return
+		var bins []imagepack.File
+		for _, name := range []string{"kwarp-agent", "kwarp-agent-init"} {
+			bin := filepath.Join(dir, name)
+			cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", versionLDFlags(), "-o", bin,
+				"github.com/kwarp-dev/kwarp/cmd/"+name)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				agentErr = fmt.Errorf("go build cmd/%s: %w\n%s", name, err, out)
+				return
+			}
+			bins = append(bins, imagepack.File{Src: bin, Dst: "/" + name})
 		}
 		ref := version.AgentImageRepo + ":" + KwarpVersion
 		// with iptables, as `make image` packs it: the steal tests need the real thing
@@ -82,12 +87,12 @@ func AgentImage(t testing.TB) string {
 			agentErr = fmt.Errorf("agent image: %w", err)
 			return
 		}
-		files, err := imagepack.WithLibraries(append([]imagepack.File{{Src: bin, Dst: "/kwarp-agent"}}, xt...))
+		files, err := imagepack.WithLibraries(append(bins, xt...))
 		if err != nil {
 			agentErr = fmt.Errorf("agent image: %w", err)
 			return
 		}
-		spec := imagepack.Spec{Ref: ref, Entrypoint: []string{"/kwarp-agent"}, Dirs: []string{"/tmp:1777", "/run:0755"}, Files: files}
+		spec := imagepack.Spec{Ref: ref, Entrypoint: []string{"/kwarp-agent-init"}, Dirs: []string{"/tmp:1777", "/run:0755"}, Files: files}
 		if err := Cluster.PackAndLoad(ctx, spec); err != nil {
 			agentErr = fmt.Errorf("agent image: %w", err)
 			return

@@ -90,9 +90,9 @@ type Options struct {
 	Argv []string
 	// Self is kwarp's own executable, re-executed as the launcher and the built-in plugins.
 	Self string
-	// Configure, when set, is called once the plugins have sent their schemas: it reads the
-	// policy's blocks with them and completes these options (flags win over the file). Its
-	// error ends the session before the cluster is asked for anything.
+	// Configure, when set, reads the policy's blocks with the plugins' schemas (Schemas, or
+	// those the plugins send once they are up) and completes these options (flags win over the
+	// file). Its error ends the session before the cluster is asked for anything.
 	Configure func(schemas map[string]*schema.Block, o *Options) error
 	// Schemas, when set, are the schemas the built-in plugins send (this binary's own): then
 	// Configure runs at once with them, so the target is resolved and the agent reached while

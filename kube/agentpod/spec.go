@@ -193,11 +193,8 @@ func buildJob(o Options, name string) *batchv1.Job {
 			Image:           o.Image,
 			ImagePullPolicy: corev1.PullIfNotPresent,
 			Args:            agentArgs(o, false),
-			// the node's address: connections from it (the kubelet's probes) stay with the app
-			// under a whole-port steal, whatever address the CNI gives the node on the pod side
-			Env: []corev1.EnvVar{{Name: agentv1.NodeIPEnv, ValueFrom: &corev1.EnvVarSource{
-				FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}},
-			Ports: []corev1.ContainerPort{{Name: "grpc", ContainerPort: int32(o.Port), Protocol: corev1.ProtocolTCP}},
+			Env:             nodeIPEnv(),
+			Ports:           []corev1.ContainerPort{{Name: "grpc", ContainerPort: int32(o.Port), Protocol: corev1.ProtocolTCP}},
 			// The kubelet's gRPC probe asks the agent's health service: Ready means serving.
 			ReadinessProbe: &corev1.Probe{
 				ProbeHandler:     corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: int32(o.Port)}},
@@ -232,6 +229,14 @@ func buildJob(o Options, name string) *batchv1.Job {
 	}
 }
 
+// nodeIPEnv gives the agent its node's address: connections from it (the kubelet's probes)
+// stay with the app under a whole-port steal, whatever address the CNI gives the node on the
+// pod side.
+func nodeIPEnv() []corev1.EnvVar {
+	return []corev1.EnvVar{{Name: agentv1.NodeIPEnv, ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.hostIP"}}}}
+}
+
 // buildEphemeral is the agent as an ephemeral container of the target pod. targetContainerName
 // puts it in the target container's PID namespace (where the runtime supports it), so the
 // agent finds the process without hostPID. Ephemeral containers may not declare ports or
@@ -243,6 +248,7 @@ func buildEphemeral(o Options, name string) corev1.EphemeralContainer {
 			Image:                    o.Image,
 			ImagePullPolicy:          corev1.PullIfNotPresent,
 			Args:                     agentArgs(o, true),
+			Env:                      nodeIPEnv(),
 			SecurityContext:          securityContext(o),
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 		},

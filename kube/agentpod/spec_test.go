@@ -169,6 +169,11 @@ func TestBuildEphemeral(t *testing.T) {
 	if portFromArgs(ec.Args) != 23456 {
 		t.Errorf("portFromArgs = %d", portFromArgs(ec.Args))
 	}
+	// as in a Job: the kubelet's probes from the node stay with the app under a whole-port steal
+	if len(ec.Env) != 1 || ec.Env[0].Name != agentv1.NodeIPEnv || ec.Env[0].ValueFrom == nil || ec.Env[0].ValueFrom.FieldRef == nil ||
+		ec.Env[0].ValueFrom.FieldRef.FieldPath != "status.hostIP" {
+		t.Errorf("env %+v, want %s from status.hostIP", ec.Env, agentv1.NodeIPEnv)
+	}
 }
 
 func TestPickPortAvoidsUsedPorts(t *testing.T) {

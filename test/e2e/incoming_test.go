@@ -759,3 +759,53 @@ socketserver.ThreadingTCPServer(("0.0.0.0", 7000), H).serve_forever()
 		})
 	}
 }
+
+// TestStealWholePortKeepsThePodReady: under a whole-port steal of the port the readiness probe
+// asks, the kubelet's probes still reach the deployed app, so the pod stays Ready. The local
+// server answers 404 on /healthz: a stolen probe would make the pod NotReady within three
+// failed probes (the sample's period is 1 s). In both agent modes: an ephemeral agent learns
+// its node's address like a Job's.
+func TestStealWholePortKeepsThePodReady(t *testing.T) {
+	for _, mode := range []string{"job", "ephemeral"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx := kube.Context(t, 4*time.Minute)
+			w := newIncomingWorld(t, ctx, "stealready-"+mode[:3])
+			dir := t.TempDir()
+			marker := "stolen-" + w.ns
+			if err := os.WriteFile(filepath.Join(dir, "marker.txt"), []byte(marker), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"exec", "-n", w.ns, "-t", "deploy/sample", "--steal"}
+			if mode == "ephemeral" {
+				args = append(args, "--agent-ephemeral")
+			}
+			args = append(args, "--", "python3", "-u", "-m", "http.server", "8080", "--bind", "0.0.0.0")
+			k := startKwarp(t, ctx, dir, args...)
+			w.waitFor(t, ctx, 60*time.Second, "the steal", func(out string) bool { return strings.Contains(out, marker) },
+				"http", w.url(false, "/marker.txt"))
+			// the local server has no /healthz: a probe it got would fail
+			if out, _ := testenv.Laptop.Command(ctx, testenv.Tool("probe"), "http", "http://127.0.0.1:8080/healthz").CombinedOutput(); !strings.Contains(string(out), "404") {
+				t.Fatalf("the local server answered /healthz with %q; the test needs it to fail", out)
+			}
+			for range 8 {
+				time.Sleep(time.Second)
+				pod, err := testenv.Env.Client.CoreV1().Pods(w.ns).Get(ctx, w.pod, metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, c := range pod.Status.Conditions {
+					if c.Type == "Ready" && c.Status != "True" {
+						t.Fatalf("pod %s became NotReady under the steal (%s): the kubelet's probes were stolen", w.pod, c.Message)
+					}
+				}
+				if k.exited() {
+					t.Fatalf("kwarp exited: %s", k)
+				}
+			}
+			// still stolen at the end
+			if out, err := w.fromClient(ctx, "http", w.url(false, "/marker.txt")); err != nil || !strings.Contains(out, marker) {
+				t.Fatalf("after the wait the pod's traffic no longer reaches the local server: %q %v", out, err)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -28,9 +29,18 @@ func Forward(ctx context.Context, o Options, fw *portforward.Forwarder) error {
 		p   *pluginhost.Plugin
 		err error
 	}
+	// the session's directory, for the plugin's sockets
+	scratch, staleRemoved, err := newScratch()
+	if err != nil {
+		return err
+	}
+	defer staleRemoved()
+	defer os.RemoveAll(scratch)
 	netPlugin := make(chan started, 1)
 	go func() {
-		p, err := pluginhost.Start(ctx, builtinSpec(o, "net"), nil, log)
+		spec := builtinSpec(o, "net")
+		spec.SocketDir = scratch
+		p, err := pluginhost.Start(ctx, spec, nil, log)
 		netPlugin <- started{p, err}
 	}()
 	// the plugin starts while the cluster is asked and the agent starts; whatever happens,

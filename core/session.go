@@ -118,6 +118,14 @@ func Run(ctx context.Context, o Options) (int, error) {
 		return 0, clusterErr("%w", err)
 	}
 
+	// the session's directory: the plugins' sockets, files written back to the pod
+	scratch, staleRemoved, err := newScratch()
+	if err != nil {
+		return 0, err
+	}
+	defer staleRemoved()
+	defer os.RemoveAll(scratch)
+
 	// the plugin processes start while the cluster is asked and the agent starts
 	type startedPlugins struct {
 		plugins map[string]*runningPlugin
@@ -125,7 +133,8 @@ func Run(ctx context.Context, o Options) (int, error) {
 	}
 	pluginsReady := make(chan startedPlugins, 1)
 	go func() {
-		ps, err := startPlugins(ctx, o, log)
+		ps, err := startPlugins(ctx, o, scratch, log)
+		log.Debug().Err(err).Msg("plugins up")
 		pluginsReady <- startedPlugins{ps, err}
 	}()
 	var startedOnce sync.Once
@@ -188,12 +197,6 @@ func Run(ctx context.Context, o Options) (int, error) {
 		log.Debug().Msg("agent released")
 	}()
 	resolved, conn := att.resolved, att.conn
-
-	scratch, err := newScratch()
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(scratch)
 
 	if err := waitPlugins().err; err != nil {
 		return 0, err
@@ -593,8 +596,9 @@ var BuiltinPlugins = []string{"env", "fs", "dns", "net", "steal"}
 // startPlugins runs the built-in plugins, one process for all (each Go process costs its start
 // and tens of MiB); they need no agent until Configure, so the session starts them while the
 // agent starts.
-func startPlugins(ctx context.Context, o Options, log zerolog.Logger) (map[string]*runningPlugin, error) {
-	ps, err := pluginhost.StartShared(ctx, BuiltinPlugins, builtinCommand(o, BuiltinPlugins...), log)
+func startPlugins(ctx context.Context, o Options, scratch string, log zerolog.Logger) (map[string]*runningPlugin, error) {
+	ps, err := pluginhost.StartShared(ctx, pluginhost.Spec{Command: builtinCommand(o, BuiltinPlugins...), SocketDir: scratch},
+		BuiltinPlugins, log)
 	if err != nil {
 		return nil, err
 	}
@@ -830,9 +834,21 @@ func (d decider) Access(ctx context.Context, path string, mode uint32) (int, err
 // remove it.
 const scratchPrefix = "kwarp-session-"
 
-func newScratch() (string, error) {
-	removeStaleScratch(os.TempDir())
-	return os.MkdirTemp("", fmt.Sprintf("%s%d-", scratchPrefix, os.Getpid()))
+// newScratch makes the session's directory, and removes killed sessions' meanwhile; the
+// returned wait is for that removal.
+func newScratch() (string, func(), error) {
+	removed := make(chan struct{})
+	go func() {
+		defer close(removed)
+		removeStaleScratch(os.TempDir())
+	}()
+	wait := func() { <-removed }
+	dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-", scratchPrefix, os.Getpid()))
+	if err != nil {
+		wait()
+		return "", nil, fmt.Errorf("the session's directory: %w", err)
+	}
+	return dir, wait, nil
 }
 
 // removeStaleScratch removes session directories whose kwarp is gone.

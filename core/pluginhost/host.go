@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	plugin "github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -38,6 +39,10 @@ type Spec struct {
 	Name string
 	// Command builds the command that serves the plugin (called again on restart).
 	Command func() *exec.Cmd
+	// SocketDir, when set, is where the host's and the plugin's unix sockets go (in a
+	// directory of their own that Stop removes), instead of $TMPDIR: a session's directory,
+	// which a later session removes if this one was killed.
+	SocketDir string
 }
 
 // Plugin is a running plugin with its configuration, restarted once if its process dies.
@@ -56,10 +61,11 @@ type Plugin struct {
 
 // process is one plugin process and the plugins it serves: one, or several (sdk.ServeAll).
 type process struct {
-	command func() *exec.Cmd
-	shared  bool // served with sdk.ServeAll: each plugin is dispensed by its name
-	names   []string
-	log     zerolog.Logger
+	command   func() *exec.Cmd
+	shared    bool // served with sdk.ServeAll: each plugin is dispensed by its name
+	names     []string
+	socketDir string
+	log       zerolog.Logger
 
 	mu       sync.Mutex
 	client   *plugin.Client
@@ -74,7 +80,8 @@ var ErrPluginFailed = errors.New("plugin failed")
 
 // Start runs a plugin served alone by its process (sdk.Serve) and asks for its Info.
 func Start(ctx context.Context, spec Spec, agent *grpc.ClientConn, log zerolog.Logger) (*Plugin, error) {
-	ps, err := start(ctx, &process{command: spec.Command, names: []string{spec.Name}, log: log.With().Str("plugin", spec.Name).Logger()})
+	ps, err := start(ctx, &process{command: spec.Command, names: []string{spec.Name}, socketDir: spec.SocketDir,
+		log: log.With().Str("plugin", spec.Name).Logger()})
 	if err != nil {
 		return nil, err
 	}
@@ -85,8 +92,8 @@ func Start(ctx context.Context, spec Spec, agent *grpc.ClientConn, log zerolog.L
 
 // StartShared runs one process that serves several plugins (sdk.ServeAll), dispenses each by
 // name and asks for its Info. A crash of the process restarts it once for all of them.
-func StartShared(ctx context.Context, names []string, command func() *exec.Cmd, log zerolog.Logger) (map[string]*Plugin, error) {
-	return start(ctx, &process{command: command, shared: true, names: names,
+func StartShared(ctx context.Context, spec Spec, names []string, log zerolog.Logger) (map[string]*Plugin, error) {
+	return start(ctx, &process{command: spec.Command, shared: true, names: names, socketDir: spec.SocketDir,
 		log: log.With().Strs("plugins", names).Logger()})
 }
 
@@ -104,6 +111,13 @@ func start(ctx context.Context, proc *process) (map[string]*Plugin, error) {
 		p.sdk, p.info = clients[name], infos[name]
 	}
 	return proc.members, nil
+}
+
+// socketDirFits reports whether go-plugin's sockets under dir (dir/plugin-dirNNN/pluginNNN,
+// each NNN up to 10 digits) stay within a unix socket path's 107 bytes; a longer dir is not
+// used (the sockets go to $TMPDIR, as go-plugin does by default).
+func socketDirFits(dir string) bool {
+	return len(dir)+len("/plugin-dir")+10+len("/plugin")+10 <= 107
 }
 
 // label names the process's plugins in errors.
@@ -128,14 +142,27 @@ func (proc *process) start(ctx context.Context) (*plugin.Client, map[string]*sdk
 	} else {
 		set[sdk.PluginName] = &sdk.GRPCPlugin{}
 	}
-	client := plugin.NewClient(&plugin.ClientConfig{
+	cfg := &plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		Plugins:          set,
 		Cmd:              proc.command(),
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           hclog.New(&hclog.LoggerOptions{Name: proc.label(), Output: zerologWriter{proc.log}, Level: hclog.Warn}),
 		StartTimeout:     20 * time.Second,
-	})
+	}
+	if proc.socketDir != "" && socketDirFits(proc.socketDir) {
+		// go-plugin then hands the runner a blank command carrying the environment it wants
+		// the plugin to have (its socket directory among it): the real one gets that too
+		cmd := cfg.Cmd
+		cfg.Cmd = nil
+		cfg.UnixSocketConfig = &plugin.UnixSocketConfig{TempDir: proc.socketDir}
+		cfg.RunnerFunc = func(_ hclog.Logger, blank *exec.Cmd, _ string) (runner.Runner, error) {
+			cmd.Env = append(blank.Env, cmd.Env...)
+			cmd.Stdin = blank.Stdin
+			return newCmdRunner(cmd)
+		}
+	}
+	client := plugin.NewClient(cfg)
 	fail := func(err error) (*plugin.Client, map[string]*sdk.Client, map[string]*pluginv1.InfoResponse, error) {
 		client.Kill()
 		return nil, nil, nil, fmt.Errorf("start plugin %s: %w", proc.label(), err)

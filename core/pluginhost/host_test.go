@@ -87,7 +87,17 @@ func TestMain(m *testing.M) {
 		sdk.ServeAll(&testPlugin{}, &otherPlugin{})
 		return
 	}
-	os.Exit(m.Run())
+	// go-plugin's unix sockets go to $TMPDIR unless a Spec says otherwise, and a plugin that
+	// crashes (as these tests make them) leaves its own there: keep them in a directory of
+	// the test run's
+	dir, err := os.MkdirTemp("", "kwarp-pluginhost-test-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("TMPDIR", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func sharedCommand(env ...string) func() *exec.Cmd {
@@ -246,7 +256,7 @@ func query(ctx context.Context, p *Plugin) (string, error) {
 
 func startShared(t *testing.T, ctx context.Context, env ...string) map[string]*Plugin {
 	t.Helper()
-	ps, err := StartShared(ctx, []string{"testenv", "testother"}, sharedCommand(env...), zerolog.Nop())
+	ps, err := StartShared(ctx, Spec{Command: sharedCommand(env...)}, []string{"testenv", "testother"}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,5 +337,52 @@ func TestSharedProcessThatKeepsCrashingFailsEveryPlugin(t *testing.T) {
 	}
 	if _, err := query(ctx, ps["testother"]); !errors.Is(err, ErrPluginFailed) {
 		t.Fatalf("the other plugin of the failed process = %v; want the failure", err)
+	}
+}
+
+func TestSocketsStayInTheSocketDir(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// short: a unix socket's path has room for 107 bytes (t.TempDir's names are long)
+	dir, err := os.MkdirTemp("", "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sp := spec()
+	sp.SocketDir = dir
+	p, err := Start(ctx, sp, agentConn(t), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the brokered agent connection adds the host's socket to the plugin's
+	if _, err := p.Configure(ctx, &pluginv1.ConfigureRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := compute(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	var sockets []string
+	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.Type()&os.ModeSocket != 0 {
+			sockets = append(sockets, path)
+		}
+		return nil
+	})
+	if len(sockets) < 2 {
+		t.Fatalf("sockets in the socket dir: %v; want the plugin's and the host's broker socket", sockets)
+	}
+	p.Stop()
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("after Stop the socket dir still holds %v", left)
+	}
+}
+
+func TestSocketDirFits(t *testing.T) {
+	if !socketDirFits("/tmp/kwarp-session-123456-1234567890") {
+		t.Error("a session directory under /tmp must fit")
+	}
+	if socketDirFits("/" + strings.Repeat("d", 80)) {
+		t.Error("an 81-byte directory leaves no room for go-plugin's socket names")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -216,6 +217,9 @@ func TestExecKilledLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	mark := "kwarp-killed-test-" + ns
+	// go-plugin's unix sockets, loose in $TMPDIR unless kwarp puts them in its session's
+	// directory: a killed session's must not stay behind
+	socketsBefore, _ := filepath.Glob(filepath.Join(os.TempDir(), "plugin*"))
 	cmd := testenv.Laptop.Command(ctx, testenv.KwarpBinary(t), "exec", "-n", ns, "-t", "deploy/sample", "-f", policy, "--",
 		"sh", "-c", "cat /etc/hostname; exec sleep 300 "+mark)
 	stdout, err := cmd.StdoutPipe()
@@ -245,6 +249,12 @@ func TestExecKilledLeavesNothing(t *testing.T) {
 		}
 		if left, _ := filepath.Glob(filepath.Join(os.TempDir(), fmt.Sprintf("kwarp-session-%d-*", kwarpPID))); len(left) > 0 {
 			t.Errorf("session directory of the killed kwarp left behind: %v", left)
+		}
+	}
+	socketsAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "plugin*"))
+	for _, s := range socketsAfter {
+		if !slices.Contains(socketsBefore, s) {
+			t.Errorf("a plugin socket left in %s: %s", os.TempDir(), s)
 		}
 	}
 	deadline := time.Now().Add(90 * time.Second)

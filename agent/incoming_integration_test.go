@@ -50,20 +50,6 @@ const (
 
 var podAddr = net.JoinHostPort(inPodIP, fmt.Sprint(appPort))
 
-// inSh runs a command in pid's network namespace.
-func inSh(t *testing.T, pid int, args ...string) string {
-	t.Helper()
-	var out []byte
-	err := netnstest.In(pid, func() (err error) {
-		out, err = exec.Command(args[0], args[1:]...).CombinedOutput()
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s in the namespace of %d: %v\n%s", strings.Join(args, " "), pid, err, out)
-	}
-	return string(out)
-}
-
 // incomingPod is the pod with its app, a client namespace wired to it, and the agent.
 type incomingPod struct {
 	pod, client int
@@ -85,12 +71,12 @@ func startIncomingPod(t *testing.T) *incomingPod {
 	p := startPodWith(t, true, nil)
 	ip := &incomingPod{pod: p.pid, client: netnstest.Start(t)}
 	// Made inside the pod's namespace, so the names never meet the host's; gone with it.
-	inSh(t, ip.pod, "ip", "link", "add", "kwi0", "type", "veth", "peer", "name", "kwj0")
-	inSh(t, ip.pod, "ip", "link", "set", "kwj0", "netns", fmt.Sprint(ip.client))
-	inSh(t, ip.pod, "ip", "addr", "add", inPodIP+"/24", "dev", "kwi0")
-	inSh(t, ip.pod, "ip", "link", "set", "kwi0", "up")
-	inSh(t, ip.client, "ip", "addr", "add", inClientIP+"/24", "dev", "kwj0")
-	inSh(t, ip.client, "ip", "link", "set", "kwj0", "up")
+	netnstest.Run(t, ip.pod, "ip", "link", "add", "kwi0", "type", "veth", "peer", "name", "kwj0")
+	netnstest.Run(t, ip.pod, "ip", "link", "set", "kwj0", "netns", fmt.Sprint(ip.client))
+	netnstest.Run(t, ip.pod, "ip", "addr", "add", inPodIP+"/24", "dev", "kwi0")
+	netnstest.Run(t, ip.pod, "ip", "link", "set", "kwi0", "up")
+	netnstest.Run(t, ip.client, "ip", "addr", "add", inClientIP+"/24", "dev", "kwj0")
+	netnstest.Run(t, ip.client, "ip", "link", "set", "kwj0", "up")
 
 	// The deployed app: says who it is, what it was asked and how much body it read.
 	app := netnstest.Listen(t, ip.pod, "tcp", fmt.Sprintf(":%d", appPort))
@@ -106,16 +92,7 @@ func startIncomingPod(t *testing.T) *incomingPod {
 // holdSessionAs opens and holds session id for user@host.
 func holdSessionAs(t *testing.T, conn *grpc.ClientConn, id, user, host string) context.Context {
 	t.Helper()
-	sc := agentv1.NewSessionClient(conn)
-	_, err := sc.Open(ctxT(t), &agentv1.OpenRequest{SessionId: id, User: user, Host: host})
-	must(t, err)
-	hctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), sessionserver.SessionIDKey, id))
-	t.Cleanup(cancel)
-	hold, err := sc.Hold(hctx)
-	must(t, err)
-	must(t, hold.Send(&agentv1.Ping{Seq: 1}))
-	_, err = hold.Recv()
-	must(t, err)
+	openAndHold(t, conn, &agentv1.OpenRequest{SessionId: id, User: user, Host: host})
 	return metadata.AppendToOutgoingContext(context.Background(), sessionserver.SessionIDKey, id)
 }
 

@@ -44,17 +44,25 @@ const (
 // end breaks its Hold stream as a dying CLI would.
 func holdSession(t *testing.T, conn *grpc.ClientConn, id string) (ctx context.Context, end func()) {
 	t.Helper()
+	end = openAndHold(t, conn, &agentv1.OpenRequest{SessionId: id})
+	return metadata.AppendToOutgoingContext(ctxT(t), sessionserver.SessionIDKey, id), end
+}
+
+// openAndHold opens the session req names and holds it until the returned end (or the test's
+// end) breaks its Hold stream.
+func openAndHold(t *testing.T, conn *grpc.ClientConn, req *agentv1.OpenRequest) (end func()) {
+	t.Helper()
 	sc := agentv1.NewSessionClient(conn)
-	_, err := sc.Open(ctxT(t), &agentv1.OpenRequest{SessionId: id})
+	_, err := sc.Open(ctxT(t), req)
 	must(t, err)
-	hctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), sessionserver.SessionIDKey, id))
+	hctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), sessionserver.SessionIDKey, req.SessionId))
 	t.Cleanup(cancel)
 	hold, err := sc.Hold(hctx)
 	must(t, err)
 	must(t, hold.Send(&agentv1.Ping{Seq: 1}))
 	_, err = hold.Recv()
 	must(t, err)
-	return metadata.AppendToOutgoingContext(ctxT(t), sessionserver.SessionIDKey, id), cancel
+	return cancel
 }
 
 // openTunnel opens a tunnel to the agent for tok.

@@ -85,20 +85,6 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-// sh runs a command on a thread in pid's namespace (so the command runs in it).
-func sh(t *testing.T, pid int, args ...string) string {
-	t.Helper()
-	var out []byte
-	err := netnstest.In(pid, func() (err error) {
-		out, err = exec.Command(args[0], args[1:]...).CombinedOutput()
-		return err
-	})
-	if err != nil {
-		t.Fatalf("%s in the namespace of %d: %v\n%s", strings.Join(args, " "), pid, err, out)
-	}
-	return string(out)
-}
-
 // topo is a pod and a client, each in a namespace of its own, wired by a veth pair: the
 // client's connections reach the pod from outside, through nat PREROUTING, as a Service's do.
 type topo struct {
@@ -116,14 +102,14 @@ func newTopo(t *testing.T) *topo {
 	t.Helper()
 	tp := &topo{pod: netnstest.Start(t), client: netnstest.Start(t)}
 	// Made inside the pod's namespace, so the names never meet the host's; gone with it.
-	sh(t, tp.pod, "ip", "link", "add", "kwp0", "type", "veth", "peer", "name", "kwc0")
-	sh(t, tp.pod, "ip", "link", "set", "kwc0", "netns", fmt.Sprint(tp.client))
-	sh(t, tp.pod, "ip", "addr", "add", podIP4+"/24", "dev", "kwp0")
-	sh(t, tp.pod, "ip", "-6", "addr", "add", podIP6+"/64", "dev", "kwp0", "nodad")
-	sh(t, tp.pod, "ip", "link", "set", "kwp0", "up")
-	sh(t, tp.client, "ip", "addr", "add", clientIP4+"/24", "dev", "kwc0")
-	sh(t, tp.client, "ip", "-6", "addr", "add", clientIP6+"/64", "dev", "kwc0", "nodad")
-	sh(t, tp.client, "ip", "link", "set", "kwc0", "up")
+	netnstest.Run(t, tp.pod, "ip", "link", "add", "kwp0", "type", "veth", "peer", "name", "kwc0")
+	netnstest.Run(t, tp.pod, "ip", "link", "set", "kwc0", "netns", fmt.Sprint(tp.client))
+	netnstest.Run(t, tp.pod, "ip", "addr", "add", podIP4+"/24", "dev", "kwp0")
+	netnstest.Run(t, tp.pod, "ip", "-6", "addr", "add", podIP6+"/64", "dev", "kwp0", "nodad")
+	netnstest.Run(t, tp.pod, "ip", "link", "set", "kwp0", "up")
+	netnstest.Run(t, tp.client, "ip", "addr", "add", clientIP4+"/24", "dev", "kwc0")
+	netnstest.Run(t, tp.client, "ip", "-6", "addr", "add", clientIP6+"/64", "dev", "kwc0", "nodad")
+	netnstest.Run(t, tp.client, "ip", "link", "set", "kwc0", "up")
 	return tp
 }
 

@@ -165,9 +165,9 @@ func TestHoldKeepsTheChain(t *testing.T) {
 // meshRules is what istio-init installs, in short: every inbound TCP port to the proxy's 15006.
 func meshRules(t *testing.T, pid int, b Backend) {
 	multi := newXtables(b, DefaultBinDir, Here).multi
-	sh(t, pid, multi, "iptables", "-t", "nat", "-N", "ISTIO_INBOUND")
-	sh(t, pid, multi, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "-j", "ISTIO_INBOUND")
-	sh(t, pid, multi, "iptables", "-t", "nat", "-A", "ISTIO_INBOUND", "-p", "tcp", "--dport", "8080", "-j", "REDIRECT", "--to-ports", "15006")
+	netnstest.Run(t, pid, multi, "iptables", "-t", "nat", "-N", "ISTIO_INBOUND")
+	netnstest.Run(t, pid, multi, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "-j", "ISTIO_INBOUND")
+	netnstest.Run(t, pid, multi, "iptables", "-t", "nat", "-A", "ISTIO_INBOUND", "-p", "tcp", "--dport", "8080", "-j", "REDIRECT", "--to-ports", "15006")
 }
 
 // With a mesh's redirect already in the namespace, New picks the mesh's backend and the steal
@@ -252,7 +252,7 @@ func TestEstablishedConnectionsLeaveTheApp(t *testing.T) {
 			serve(t, tp.client, ":8080", "elsewhere")
 			// Any nat rule turns connection tracking on in the namespace, as a mesh's do; a
 			// namespace without any would track nothing before the redirect.
-			sh(t, tp.pod, newXtables(NFT, DefaultBinDir, Here).multi, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9999", "-j", "REDIRECT", "--to-ports", "9998")
+			netnstest.Run(t, tp.pod, newXtables(NFT, DefaultBinDir, Here).multi, "iptables", "-t", "nat", "-A", "PREROUTING", "-p", "tcp", "--dport", "9999", "-j", "REDIRECT", "--to-ports", "9998")
 
 			old, err := dial(tp.client, app4)
 			if err != nil {
@@ -467,7 +467,7 @@ func TestRemoveStale(t *testing.T) {
 			{"-I", "PREROUTING", "1", "-p", "tcp", "-m", "comment", "--comment", "kwarp:dead01:", "-j", "KWARP-dead01"},
 			{"-N", "KWARP-dead02"},
 		} {
-			sh(t, tp.pod, append([]string{multi, "iptables", "-t", "nat"}, args...)...)
+			netnstest.Run(t, tp.pod, append([]string{multi, "iptables", "-t", "nat"}, args...)...)
 		}
 	}
 

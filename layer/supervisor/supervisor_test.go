@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kwarp-dev/kwarp/layer/launcher"
 	"github.com/kwarp-dev/kwarp/layer/seccomp"
 	"golang.org/x/sys/unix"
 )
@@ -497,12 +498,15 @@ func seccompArch() string {
 	return unix.ByteSliceToString(u.Machine[:])
 }
 
-func TestFilterRefusedByKernel(t *testing.T) {
+// startBareLauncher starts the test launcher for `true` with no supervisor behind it, its
+// stderr kept.
+func startBareLauncher(t *testing.T) (*exec.Cmd, *launcher.Handoff, *strings.Builder) {
+	t.Helper()
 	requireLayer(t)
 	cmd := exec.Command(os.Args[0], "--", "true")
 	cmd.Env = append(os.Environ(), roleLaunch+"=1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &strings.Builder{}
+	cmd.Stderr = stderr
 	ho, err := launcherPrepare(cmd)
 	if err != nil {
 		t.Fatal(err)
@@ -510,9 +514,14 @@ func TestFilterRefusedByKernel(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	return cmd, ho, stderr
+}
+
+func TestFilterRefusedByKernel(t *testing.T) {
+	cmd, ho, _ := startBareLauncher(t)
 	// A jump past the end: the kernel's verifier refuses it with EINVAL.
 	bad := &seccomp.Filter{Program: []unix.SockFilter{{Code: unix.BPF_JMP | unix.BPF_JA, K: 5}}}
-	_, err = ho.Listener(context.Background(), bad, false)
+	_, err := ho.Listener(context.Background(), bad, false)
 	ho.Close()
 	cmd.Wait()
 	if err == nil || !strings.Contains(err.Error(), "invalid argument") {
@@ -539,18 +548,7 @@ func TestLauncherStartedEarlyGetsTheEnvironmentSent(t *testing.T) {
 }
 
 func TestLauncherAbandonedBeforeTheSetupExitsQuietly(t *testing.T) {
-	requireLayer(t)
-	cmd := exec.Command(os.Args[0], "--", "true")
-	cmd.Env = append(os.Environ(), roleLaunch+"=1")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	ho, err := launcherPrepare(cmd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, ho, stderr := startBareLauncher(t)
 	// the session failed before its command was to run: kwarp has said why, the launcher
 	// must not add a line of its own
 	ho.Close()

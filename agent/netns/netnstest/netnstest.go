@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 
@@ -82,6 +83,21 @@ func In(pid int, fn func() error) error {
 }
 
 var errMainThread = errors.New("on the main thread")
+
+// Run runs a command in pid's network namespace (from a thread in it) and returns its
+// combined output; a failure ends the test.
+func Run(t testing.TB, pid int, args ...string) string {
+	t.Helper()
+	var out []byte
+	err := In(pid, func() (err error) {
+		out, err = exec.Command(args[0], args[1:]...).CombinedOutput()
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s in the namespace of %d: %v\n%s", strings.Join(args, " "), pid, err, out)
+	}
+	return string(out)
+}
 
 // LoopbackUp sets lo up in pid's namespace: a fresh namespace has it down, and nothing can
 // connect to 127.0.0.1 there until it is up.

@@ -83,6 +83,29 @@ func restClient(cfg *rest.Config, hc *http.Client, gv schema.GroupVersion) (*res
 	return rest.RESTClientForConfigAndClient(c, hc)
 }
 
+// object is an API type as gentype's clients hold it: a pointer.
+type object[T any] interface {
+	*T
+	runtime.Object
+	metav1.Object
+}
+
+// withList is gentype's client of resource (of type T, listed as L) in namespace ns, "" for a
+// cluster-scoped one.
+func withList[T, L any, PT object[T], PL interface {
+	*L
+	runtime.Object
+}](c rest.Interface, resource, ns string) *gentype.ClientWithList[PT, PL] {
+	return gentype.NewClientWithList[PT, PL](resource, c, parameterCodec, ns,
+		func() PT { return new(T) }, func() PL { return new(L) })
+}
+
+// clusterClient is gentype's client of a cluster-scoped resource that is only created (a
+// review).
+func clusterClient[T any, PT object[T]](c rest.Interface, resource string) *gentype.Client[PT] {
+	return gentype.NewClient[PT](resource, c, parameterCodec, "", func() PT { return new(T) })
+}
+
 // RESTClient is the core group's client, also for raw paths (AbsPath) and subresources such as
 // portforward.
 func (c *Clientset) RESTClient() rest.Interface { return c.core }
@@ -94,8 +117,7 @@ type PodClient struct {
 
 // Pods of namespace ns.
 func (c *Clientset) Pods(ns string) PodClient {
-	return PodClient{gentype.NewClientWithList[*corev1.Pod, *corev1.PodList]("pods", c.core, parameterCodec, ns,
-		func() *corev1.Pod { return &corev1.Pod{} }, func() *corev1.PodList { return &corev1.PodList{} })}
+	return PodClient{withList[corev1.Pod, corev1.PodList](c.core, "pods", ns)}
 }
 
 // GetLogs is the request for a container's log.
@@ -114,48 +136,40 @@ func (p PodClient) UpdateEphemeralContainers(ctx context.Context, name string, p
 
 // Events of namespace ns.
 func (c *Clientset) Events(ns string) *gentype.ClientWithList[*corev1.Event, *corev1.EventList] {
-	return gentype.NewClientWithList[*corev1.Event, *corev1.EventList]("events", c.core, parameterCodec, ns,
-		func() *corev1.Event { return &corev1.Event{} }, func() *corev1.EventList { return &corev1.EventList{} })
+	return withList[corev1.Event, corev1.EventList](c.core, "events", ns)
 }
 
 // Namespaces of the cluster.
 func (c *Clientset) Namespaces() *gentype.ClientWithList[*corev1.Namespace, *corev1.NamespaceList] {
-	return gentype.NewClientWithList[*corev1.Namespace, *corev1.NamespaceList]("namespaces", c.core, parameterCodec, "",
-		func() *corev1.Namespace { return &corev1.Namespace{} }, func() *corev1.NamespaceList { return &corev1.NamespaceList{} })
+	return withList[corev1.Namespace, corev1.NamespaceList](c.core, "namespaces", "")
 }
 
 // Deployments of namespace ns.
 func (c *Clientset) Deployments(ns string) *gentype.ClientWithList[*appsv1.Deployment, *appsv1.DeploymentList] {
-	return gentype.NewClientWithList[*appsv1.Deployment, *appsv1.DeploymentList]("deployments", c.apps, parameterCodec, ns,
-		func() *appsv1.Deployment { return &appsv1.Deployment{} }, func() *appsv1.DeploymentList { return &appsv1.DeploymentList{} })
+	return withList[appsv1.Deployment, appsv1.DeploymentList](c.apps, "deployments", ns)
 }
 
 // StatefulSets of namespace ns.
 func (c *Clientset) StatefulSets(ns string) *gentype.ClientWithList[*appsv1.StatefulSet, *appsv1.StatefulSetList] {
-	return gentype.NewClientWithList[*appsv1.StatefulSet, *appsv1.StatefulSetList]("statefulsets", c.apps, parameterCodec, ns,
-		func() *appsv1.StatefulSet { return &appsv1.StatefulSet{} }, func() *appsv1.StatefulSetList { return &appsv1.StatefulSetList{} })
+	return withList[appsv1.StatefulSet, appsv1.StatefulSetList](c.apps, "statefulsets", ns)
 }
 
 // Jobs of namespace ns.
 func (c *Clientset) Jobs(ns string) *gentype.ClientWithList[*batchv1.Job, *batchv1.JobList] {
-	return gentype.NewClientWithList[*batchv1.Job, *batchv1.JobList]("jobs", c.batch, parameterCodec, ns,
-		func() *batchv1.Job { return &batchv1.Job{} }, func() *batchv1.JobList { return &batchv1.JobList{} })
+	return withList[batchv1.Job, batchv1.JobList](c.batch, "jobs", ns)
 }
 
 // CronJobs of namespace ns.
 func (c *Clientset) CronJobs(ns string) *gentype.ClientWithList[*batchv1.CronJob, *batchv1.CronJobList] {
-	return gentype.NewClientWithList[*batchv1.CronJob, *batchv1.CronJobList]("cronjobs", c.batch, parameterCodec, ns,
-		func() *batchv1.CronJob { return &batchv1.CronJob{} }, func() *batchv1.CronJobList { return &batchv1.CronJobList{} })
+	return withList[batchv1.CronJob, batchv1.CronJobList](c.batch, "cronjobs", ns)
 }
 
 // SelfSubjectReviews asks who the credentials are.
 func (c *Clientset) SelfSubjectReviews() *gentype.Client[*authenticationv1.SelfSubjectReview] {
-	return gentype.NewClient[*authenticationv1.SelfSubjectReview]("selfsubjectreviews", c.authn, parameterCodec, "",
-		func() *authenticationv1.SelfSubjectReview { return &authenticationv1.SelfSubjectReview{} })
+	return clusterClient[authenticationv1.SelfSubjectReview](c.authn, "selfsubjectreviews")
 }
 
 // SelfSubjectAccessReviews asks whether the credentials may do something.
 func (c *Clientset) SelfSubjectAccessReviews() *gentype.Client[*authorizationv1.SelfSubjectAccessReview] {
-	return gentype.NewClient[*authorizationv1.SelfSubjectAccessReview]("selfsubjectaccessreviews", c.authz, parameterCodec, "",
-		func() *authorizationv1.SelfSubjectAccessReview { return &authorizationv1.SelfSubjectAccessReview{} })
+	return clusterClient[authorizationv1.SelfSubjectAccessReview](c.authz, "selfsubjectaccessreviews")
 }

@@ -32,14 +32,7 @@ func TestTableFromBlock(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			blocks := map[string][]byte{}
-			if tt.block != "" {
-				blocks["network"] = []byte(tt.block)
-			}
-			rules, err := New().Configure(context.Background(), sdk.Config{Blocks: blocks})
-			if err != nil {
-				t.Fatal(err)
-			}
+			rules := configure(t, tt.block)
 			got := rules.Tables["net"].(sdk.NetRules)
 			if got.TCP != tt.want.TCP || got.UDP != tt.want.UDP || len(got.Filters) != len(tt.want.Filters) {
 				t.Fatalf("table %+v, want %+v", got, tt.want)
@@ -120,14 +113,7 @@ func TestIncomingTable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			blocks := map[string][]byte{}
-			if tt.block != "" {
-				blocks["network"] = []byte(tt.block)
-			}
-			rules, err := New().Configure(context.Background(), sdk.Config{Blocks: blocks})
-			if err != nil {
-				t.Fatal(err)
-			}
+			rules := configure(t, tt.block)
 			if got := rules.Tables["incoming"]; !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("incoming table %+v, want %+v", got, tt.want)
 			}
@@ -147,10 +133,7 @@ func TestIncomingTableJSON(t *testing.T) {
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	rules, err := New().Configure(context.Background(), sdk.Config{Blocks: map[string][]byte{"network": blocks[0]}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rules := configure(t, string(blocks[0]))
 	data, err := json.Marshal(rules.Tables["incoming"])
 	if err != nil {
 		t.Fatal(err)
@@ -163,4 +146,18 @@ func TestIncomingTableJSON(t *testing.T) {
 	if !reflect.DeepEqual(back, want) {
 		t.Errorf("%s read back as %+v, want %+v", data, back, want)
 	}
+}
+
+// configure gives a new plugin the network block (JSON; "" for none) and returns its rules.
+func configure(t *testing.T, block string) sdk.Rules {
+	t.Helper()
+	blocks := map[string][]byte{}
+	if block != "" {
+		blocks["network"] = []byte(block)
+	}
+	rules, err := New().Configure(context.Background(), sdk.Config{Blocks: blocks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rules
 }

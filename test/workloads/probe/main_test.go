@@ -253,12 +253,7 @@ func TestHTTP(t *testing.T) {
 		}
 		fmt.Fprintf(w, "body of %s", r.URL.Path)
 	})
-	ts := httptest.NewUnstartedServer(h)
-	ts.Config.Protocols = new(http.Protocols)
-	ts.Config.Protocols.SetHTTP1(true)
-	ts.Config.Protocols.SetUnencryptedHTTP2(true)
-	ts.Start()
-	defer ts.Close()
+	ts := cleartextServer(t, h)
 
 	tests := []struct {
 		name       string
@@ -496,7 +491,14 @@ func TestEnvAndCat(t *testing.T) {
 // knowledge and h2c by upgrade.
 func upgradeServer(t *testing.T, s http.Handler) *httptest.Server {
 	t.Helper()
-	ts := httptest.NewUnstartedServer(h2c.NewHandler(s, &http2.Server{}))
+	return cleartextServer(t, h2c.NewHandler(s, &http2.Server{}))
+}
+
+// cleartextServer serves h over HTTP/1.1 and cleartext HTTP/2 with prior knowledge until the
+// test ends.
+func cleartextServer(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	ts := httptest.NewUnstartedServer(h)
 	ts.Config.Protocols = new(http.Protocols)
 	ts.Config.Protocols.SetHTTP1(true)
 	ts.Config.Protocols.SetUnencryptedHTTP2(true)

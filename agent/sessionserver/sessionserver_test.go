@@ -1,7 +1,6 @@
 package sessionserver
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	agentv1 "github.com/kwarp-dev/kwarp/agent/api/v1"
 	"github.com/kwarp-dev/kwarp/agent/lease"
 	"github.com/kwarp-dev/kwarp/agent/lease/leasetest"
+	"github.com/kwarp-dev/kwarp/internal/syncbuf"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -20,35 +20,17 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// syncBuffer is a log sink the test reads while the server writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type fixture struct {
 	clock  *leasetest.Clock
 	lease  *lease.Lease
 	srv    *Server
 	client agentv1.SessionClient
-	logs   *syncBuffer
+	logs   *syncbuf.Buffer
 }
 
 func newFixture(t *testing.T, ttl time.Duration) *fixture {
 	t.Helper()
-	f := &fixture{clock: leasetest.NewClock(), logs: &syncBuffer{}}
+	f := &fixture{clock: leasetest.NewClock(), logs: &syncbuf.Buffer{}}
 	f.lease = lease.New(ttl, time.Minute, f.clock)
 	f.srv = New(zerolog.New(f.logs), f.lease, f.clock, func() *agentv1.Target {
 		return &agentv1.Target{Namespace: "shop", Pod: "checkout", Pid: 42}

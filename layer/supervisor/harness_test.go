@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kwarp-dev/kwarp/internal/syncbuf"
 	"github.com/kwarp-dev/kwarp/layer"
 	"github.com/kwarp-dev/kwarp/layer/launcher"
 	"github.com/kwarp-dev/kwarp/layer/seccomp"
@@ -270,7 +271,7 @@ func runUnder(tb testing.TB, h layer.Handler, argv []string, o runOpts) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	var stdout, stderr lockedBuffer
+	var stdout, stderr syncbuf.Buffer
 	cmd := exec.Command(os.Args[0], append([]string{"--"}, argv...)...)
 	cmd.Env = append(append(os.Environ(), roleLaunch+"=1"), o.env...)
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &stdout, &stderr, o.stdin
@@ -374,24 +375,6 @@ func localFixture(tb testing.TB) (string, string) {
 }
 
 func errnoText(e unix.Errno) string { return "error: " + e.Error() }
-
-// lockedBuffer is a bytes.Buffer that a test may read while the command writes to it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // procState is the state letter of /proc/<pid>/stat (S, D, Z, …), "" when the process is gone.
 func procState(pid int) string {

@@ -11,13 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/kwarp-dev/kwarp/internal/syncbuf"
 	"github.com/kwarp-dev/kwarp/test/kube"
 	"github.com/kwarp-dev/kwarp/test/testenv"
 	"github.com/kwarp-dev/kwarp/test/workloads/httpecho/server"
@@ -156,28 +156,10 @@ func waitNoRulesOfOurs(t *testing.T, pid int, before []string, within time.Durat
 	}
 }
 
-// lockedBuffer is a bytes.Buffer that a command writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // bgKwarp is a kwarp session running on the laptop while the test sends traffic.
 type bgKwarp struct {
 	cmd            *exec.Cmd
-	stdout, stderr *lockedBuffer
+	stdout, stderr *syncbuf.Buffer
 	done           chan struct{}
 	err            error
 }
@@ -186,7 +168,7 @@ func startKwarp(t *testing.T, ctx context.Context, dir string, args ...string) *
 	t.Helper()
 	cmd := testenv.Laptop.Command(ctx, testenv.KwarpBinary(t), args...)
 	cmd.Dir = dir
-	k := &bgKwarp{cmd: cmd, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	k := &bgKwarp{cmd: cmd, stdout: &syncbuf.Buffer{}, stderr: &syncbuf.Buffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = k.stdout, k.stderr
 	// kwarp's own process group: a signal for it does not reach the test
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

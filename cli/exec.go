@@ -70,15 +70,8 @@ func runExec(cmd *cobra.Command, g *globals, f *execFlags, argv []string) error 
 		Progress: cmd.ErrOrStderr(), Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 		Blocks: map[string][]byte{}, AgentMode: agentpod.ModeJob,
 	}
-	// the policy is read with the schemas the running plugins send, then the flags win over it
+	// the policy is read with the built-in plugins' schemas, then the flags win over it
 	opts.Configure = func(schemas map[string]*schema.Block, o *core.Options) error {
-		// every built-in block is known even when its plugin sent no schema (a plugin
-		// binary of another version): the package's own schema checks it
-		for name, s := range builtinSchemas() {
-			if _, ok := schemas[name]; !ok {
-				schemas[name] = s
-			}
-		}
 		policy, err := loadPolicy(cmd, f.policy, schemas)
 		if err != nil {
 			return err

@@ -90,14 +90,14 @@ type Options struct {
 	Argv []string
 	// Self is kwarp's own executable, re-executed as the launcher and the built-in plugins.
 	Self string
-	// Configure, when set, reads the policy's blocks with the plugins' schemas (Schemas, or
-	// those the plugins send once they are up) and completes these options (flags win over the
-	// file). Its error ends the session before the cluster is asked for anything.
+	// Configure, when set, reads the policy's blocks with Schemas and completes these options
+	// (flags win over the file). It runs at once, so the target is resolved and the agent
+	// reached while the plugin process starts. Its error ends the session before the cluster
+	// is asked for anything.
 	Configure func(schemas map[string]*schema.Block, o *Options) error
-	// Schemas, when set, are the schemas the built-in plugins send (this binary's own): then
-	// Configure runs at once with them, so the target is resolved and the agent reached while
-	// the plugin processes start. The schemas the plugins send must be the same, or the session
-	// fails (a plugin binary of another version).
+	// Schemas are the schemas the built-in plugins send (this binary's own). The schemas the
+	// plugins do send must be the same, or the session fails (a plugin binary of another
+	// version).
 	Schemas map[string]*schema.Block
 	// Progress is where the one-line status messages go (stderr): never stdout.
 	Progress io.Writer
@@ -166,20 +166,8 @@ func Run(ctx context.Context, o Options) (int, error) {
 		return 0, err
 	}
 	defer early.abandon()
-	if o.Configure != nil && o.Schemas != nil {
+	if o.Configure != nil {
 		if err := o.Configure(maps.Clone(o.Schemas), &o); err != nil {
-			return 0, err
-		}
-	} else if o.Configure != nil {
-		st := waitPlugins()
-		if st.err != nil {
-			return 0, st.err
-		}
-		schemas, err := pluginSchemas(st.plugins)
-		if err != nil {
-			return 0, err
-		}
-		if err := o.Configure(schemas, &o); err != nil {
 			return 0, err
 		}
 	}
@@ -203,10 +191,8 @@ func Run(ctx context.Context, o Options) (int, error) {
 	}
 	plugins := waitPlugins().plugins
 	log.Debug().Msg("plugins started")
-	if o.Schemas != nil {
-		if err := sameSchemas(plugins, o.Schemas); err != nil {
-			return 0, err
-		}
+	if err := sameSchemas(plugins, o.Schemas); err != nil {
+		return 0, err
 	}
 	if err := configurePlugins(ctx, o, plugins, BuiltinPlugins, conn, resolved, sessionID); err != nil {
 		return 0, err

@@ -92,6 +92,7 @@ func Start(ctx context.Context, spec Spec, agent *grpc.ClientConn, log zerolog.L
 
 // StartShared runs one process that serves several plugins (sdk.ServeAll), dispenses each by
 // name and asks for its Info. A crash of the process restarts it once for all of them.
+// spec.Name is not used: names are the plugins'.
 func StartShared(ctx context.Context, spec Spec, names []string, log zerolog.Logger) (map[string]*Plugin, error) {
 	return start(ctx, &process{command: spec.Command, shared: true, names: names, socketDir: spec.SocketDir,
 		log: log.With().Strs("plugins", names).Logger()})
